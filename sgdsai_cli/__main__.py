@@ -1,0 +1,3 @@
+from sgdsai_cli.cli import main
+
+main()

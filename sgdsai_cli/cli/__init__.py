@@ -1,0 +1,13 @@
+"""Command-line interface: a thin layer of Typer commands over the library core."""
+
+from __future__ import annotations
+
+from . import bench_step, check, gsnr, plan, presets, profile, report  # noqa: F401  (registers commands)
+from .app import app
+
+
+def main() -> None:
+    app()
+
+
+__all__ = ["app", "main"]

@@ -1,0 +1,44 @@
+"""Errors the library raises; the CLI turns each into a one-line message and an exit code.
+
+Exit codes follow DESIGN.md section 5:
+  1  a regression or an exceeded budget (``check``, ``profile --baseline``)
+  2  bad input: unknown name, bad number or size, bad or missing file, unwritable output
+  3  the environment cannot do it: no CUDA, no NVML, a model too large for the device
+"""
+
+from __future__ import annotations
+
+
+class SgdsaiError(Exception):
+    """Base class: ``str(err)`` is the message shown to the user, ``exit_code`` the status."""
+
+    exit_code = 2
+
+
+class BadInput(SgdsaiError, ValueError):
+    """The user asked for something that does not exist or is malformed (exit 2)."""
+
+    exit_code = 2
+
+
+class EnvironmentUnavailable(SgdsaiError):
+    """The machine cannot do what was asked: no CUDA, no NVML, not enough memory (exit 3)."""
+
+    exit_code = 3
+
+
+class RegressionFound(SgdsaiError):
+    """A memory metric grew beyond tolerance or a budget was exceeded (exit 1)."""
+
+    exit_code = 1
+
+
+def did_you_mean(value: str, choices) -> str:
+    """Return ' (did you mean X?)' for the closest choice, or a list of valid choices."""
+    import difflib
+
+    choices = sorted(choices)
+    close = difflib.get_close_matches(value, choices, n=3, cutoff=0.5)
+    if close:
+        return f" (did you mean {' or '.join(close)}?)"
+    return f" (choose from: {', '.join(choices)})"

@@ -1,0 +1,54 @@
+"""Parsing and formatting of sizes and percentages. Numbers stay numbers until shown."""
+
+from __future__ import annotations
+
+import math
+import re
+
+from .errors import BadInput
+
+GiB = 1024**3
+_UNITS = {
+    "": 1, "b": 1,
+    "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
+    "kib": 1024, "mib": 1024**2, "gib": 1024**3, "tib": 1024**4,
+}
+_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def parse_size(text: str) -> int:
+    """'80GiB' -> 85899345920, '80GB' -> 80000000000, '512MiB', '1024' (bytes)."""
+    m = _SIZE.match(str(text))
+    unit = m.group(2).lower() if m else None
+    if not m or unit not in _UNITS:
+        raise BadInput(f"bad size '{text}' (use a number with a unit such as 80GiB, 80GB or 512MiB)")
+    value = float(m.group(1)) * _UNITS[unit]
+    if not math.isfinite(value) or value <= 0:
+        raise BadInput(f"bad size '{text}' (must be greater than zero)")
+    return int(round(value))
+
+
+def parse_percent(text: str) -> float:
+    """'1%' or '1' -> 0.01; '0.5%' -> 0.005."""
+    s = str(text).strip().rstrip("%").strip()
+    try:
+        value = float(s)
+    except ValueError:
+        raise BadInput(f"bad percentage '{text}' (use a number such as 1% or 0.5%)") from None
+    if not math.isfinite(value) or value < 0:
+        raise BadInput(f"bad percentage '{text}' (must be zero or more)")
+    return value / 100.0
+
+
+def gib(n_bytes: int | float | None) -> float | None:
+    """Bytes -> GiB as a float (None stays None)."""
+    return None if n_bytes is None else n_bytes / GiB
+
+
+def fmt_gib(n_bytes: int | float | None, digits: int = 2) -> str:
+    """Bytes -> '25.10' (GiB) for tables; '-' for unknown."""
+    return "-" if n_bytes is None else f"{n_bytes / GiB:,.{digits}f}"
+
+
+def fmt_count(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
