@@ -1,0 +1,67 @@
+"""Common GPUs and their memory, for "does it fit?" marks and the capacity planner.
+
+``memory_bytes`` is the card's total memory as CUDA reports it (``cudaDeviceProp.totalGlobalMem``,
+``torch.cuda.get_device_properties(i).total_memory``), not the marketing figure. Cards are sold in
+"GB" that are really GiB of DRAM minus what the driver reserves (ECC, firmware), so the totals sit a
+little under ``N * 1024**3``. The figures below are the totals reported on common driver versions
+(within a few MiB of each other across drivers); the usable share is smaller still: the CUDA context
+takes about 0.3-0.6 GiB and the caching allocator rounds blocks up.
+
+``custom:SIZE`` names a card of any size (``custom:48GiB``, ``custom:96GB``); SIZE is parsed by
+``units.parse_size`` (GiB = 1024**3 bytes, GB = 10**9 bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import BadInput, did_you_mean
+from .units import parse_size
+
+MiB = 1024**2
+
+
+@dataclass(frozen=True)
+class GPU:
+    """A GPU model: CLI ``name``, display ``label``, total device memory in bytes."""
+
+    name: str
+    label: str
+    memory_bytes: int
+
+
+# Totals in MiB as CUDA reports them (nvidia-smi "Total" / torch total_memory), converted to bytes.
+GPUS: dict[str, GPU] = {
+    g.name: g
+    for g in [
+        GPU("t4-16gb", "T4 16GB", 15_360 * MiB),
+        GPU("l4-24gb", "L4 24GB", 22_491 * MiB),
+        GPU("rtx4090-24gb", "RTX 4090 24GB", 24_210 * MiB),
+        GPU("a10-24gb", "A10 24GB", 22_731 * MiB),
+        GPU("a100-40gb", "A100 40GB", 40_370 * MiB),
+        GPU("l40s-48gb", "L40S 48GB", 45_589 * MiB),
+        GPU("a100-80gb", "A100 80GB", 81_050 * MiB),
+        GPU("h100-80gb", "H100 80GB", 81_559 * MiB),
+        GPU("h200-141gb", "H200 141GB", 143_771 * MiB),
+    ]
+}
+
+# The cards shown as "fits?" columns in profile tables: one per memory class (24, 40, 80, 141 GB).
+FIT_GPUS: tuple[str, ...] = ("rtx4090-24gb", "a100-40gb", "a100-80gb", "h200-141gb")
+
+
+def resolve_gpu(name: str) -> GPU:
+    """A GPU by name (``a100-80gb``) or ``custom:SIZE``; BadInput with close matches when unknown."""
+    key = str(name).strip().lower()
+    if key.startswith("custom:"):
+        size = name.split(":", 1)[1]
+        return GPU(f"custom:{size}", f"custom {size}", parse_size(size))
+    try:
+        return GPUS[key]
+    except KeyError:
+        raise BadInput(f"unknown GPU '{name}'" + did_you_mean(key, list(GPUS) + ["custom:SIZE"])) from None
+
+
+def fits(gpu: GPU, n_bytes: int | None) -> bool | None:
+    """True when ``n_bytes`` fits the card's total memory; None when the size is unknown."""
+    return None if n_bytes is None else n_bytes <= gpu.memory_bytes
