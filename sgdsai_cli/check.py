@@ -71,7 +71,8 @@ class CheckRow:
     (latency) or a status string; ``change`` is the relative change (0.05 = +5%) or None.
     """
 
-    run: str
+    case: str  # "model precision device"
+    run: str  # "optimizer/impl"
     metric: str
     kind: str
     baseline: Any
@@ -107,7 +108,8 @@ class CheckReport:
         if self.passed:
             n = sum(1 for r in self.rows if r.kind in ("memory", "latency", "budget"))
             return f"PASS: {n} figures compared over {self.matched_runs} runs, none regressed or over budget"
-        parts = [f"{r.metric} of {r.run} {_change_text(r)}" for r in self.failures]
+        parts = [f"{r.metric} of {r.run} ({r.case}) {_change_text(r)}".replace("  ", " ")
+                 for r in self.failures]
         return f"FAIL: {len(parts)} regression(s)/budget(s) exceeded: " + "; ".join(parts)
 
 
@@ -134,9 +136,10 @@ def _run_key(doc: dict, run: dict) -> tuple:
     return (model, spec.get("precision"), device, run.get("optimizer"), run.get("impl"))
 
 
-def _label(key: tuple) -> str:
+def _label(key: tuple) -> tuple[str, str]:
+    """(case, run) for a run key: ('llama2-7b fp32 meta', 'sgdsai/foreach')."""
     model, precision, device, optimizer, impl = key
-    return f"{model} {precision} {device} {optimizer}/{impl or '-'}"
+    return f"{model} {precision} {device}", f"{optimizer}/{impl or '-'}"
 
 
 def _indexed_runs(doc: dict) -> dict[tuple, dict]:
@@ -221,20 +224,20 @@ def compare_documents(
         label = _label(ikey[:5])
         crun = current.get(ikey)
         if crun is None:
-            report.rows.append(CheckRow(label, "run", "run", brun.get("status"), None, None, MISSING))
+            report.rows.append(CheckRow(*label, "run", "run", brun.get("status"), None, None, MISSING))
             continue
         report.matched_runs += 1
         bstatus, cstatus = brun.get("status"), crun.get("status")
         if bstatus != cstatus:
             verdict = REGRESSION if bstatus == "ok" else (IMPROVED if cstatus == "ok" else NOT_OK)
-            report.rows.append(CheckRow(label, "status", "status", bstatus, cstatus, None, verdict))
+            report.rows.append(CheckRow(*label, "status", "status", bstatus, cstatus, None, verdict))
         bmem, cmem = brun.get("memory") or {}, crun.get("memory") or {}
         for metric in MEMORY_METRICS:
             b, c = _number(bmem.get(metric)), _number(cmem.get(metric))
             if b is None or c is None:
                 continue
             change, verdict = _verdict(b, c, tolerance)
-            report.rows.append(CheckRow(label, metric, "memory", b, c, change, verdict, tolerance))
+            report.rows.append(CheckRow(*label, metric, "memory", b, c, change, verdict, tolerance))
         if compare_latency:
             blat, clat = brun.get("latency_ms") or {}, crun.get("latency_ms") or {}
             for phase in LATENCY_PHASES:
@@ -243,11 +246,11 @@ def compare_documents(
                 if b is None or c is None:
                     continue
                 change, verdict = _verdict(b, c, tolerance_latency)
-                report.rows.append(CheckRow(label, f"{phase}_p50_ms", "latency", b, c, change, verdict,
+                report.rows.append(CheckRow(*label, f"{phase}_p50_ms", "latency", b, c, change, verdict,
                                             tolerance_latency))
     for ikey, crun in current.items():
         if ikey not in baseline:
-            report.rows.append(CheckRow(_label(ikey[:5]), "run", "run", None, crun.get("status"), None, NEW))
+            report.rows.append(CheckRow(*_label(ikey[:5]), "run", "run", None, crun.get("status"), None, NEW))
 
     for key, limit in budgets.items():
         applied = 0
@@ -257,7 +260,7 @@ def compare_documents(
                 continue
             applied += 1
             verdict = OVER_BUDGET if value > limit else WITHIN_BUDGET
-            report.rows.append(CheckRow(_label(ikey[:5]), f"budget {key}", "budget", limit, value,
+            report.rows.append(CheckRow(*_label(ikey[:5]), f"budget {key}", "budget", limit, value,
                                         _relative(limit, value), verdict))
         if not applied:
             raise BadInput(f"budget '{key}': no run in the result has a {key} figure"
@@ -265,8 +268,8 @@ def compare_documents(
                               if key.startswith("peak") or key == "nvml_used_peak" else ""))
 
     if report.matched_runs == 0 and not budgets:
-        base_keys = sorted({_label(k[:5]) for k in baseline}) or ["none"]
-        cur_keys = sorted({_label(k[:5]) for k in current}) or ["none"]
+        base_keys = sorted({" ".join(_label(k[:5])) for k in baseline}) or ["none"]
+        cur_keys = sorted({" ".join(_label(k[:5])) for k in current}) or ["none"]
         raise BadInput("nothing to compare: no run matches the baseline by model, precision, device, optimizer "
                        f"and implementation (baseline has {', '.join(base_keys)}; result has {', '.join(cur_keys)})")
     return report
@@ -289,8 +292,10 @@ def fmt_bytes(n: float | None) -> str:
     """Bytes for a check table: GiB with two decimals, smaller units when GiB would read 0.00."""
     if n is None:
         return "-"
-    for unit, size in (("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024)):
-        if abs(n) >= size * 0.01 or unit == "KiB" and abs(n) >= 1024:
+    if abs(n) >= 0.01 * 1024**3:
+        return f"{n / 1024**3:,.2f} GiB"
+    for unit, size in (("MiB", 1024**2), ("KiB", 1024)):
+        if abs(n) >= size:
             return f"{n / size:,.2f} {unit}"
     return f"{int(n):,} B"
 
@@ -336,8 +341,12 @@ def check_table(report: CheckReport, *, title: str | None = None):
     """A rich Table: run, metric, baseline, current, change, verdict (failures in red)."""
     from rich.table import Table
 
-    table = Table(title=title or ("check: " + ("PASS" if report.passed else "FAIL")), title_justify="left")
-    for name, justify in (("run", "left"), ("metric", "left"), ("baseline", "right"), ("current", "right"),
+    cases = sorted({row.case for row in report.rows})
+    if title is None:
+        title = "check: " + ("PASS" if report.passed else "FAIL") + (f" ({cases[0]})" if len(cases) == 1 else "")
+    table = Table(title=title, title_justify="left")
+    columns = [("case", "left")] if len(cases) > 1 else []
+    for name, justify in (*columns, ("run", "left"), ("metric", "left"), ("baseline", "right"), ("current", "right"),
                           ("change", "right"), ("verdict", "left")):
         table.add_column(name, justify=justify, no_wrap=name != "run")
     for row in report.rows:
@@ -345,6 +354,7 @@ def check_table(report: CheckReport, *, title: str | None = None):
         baseline_text = _fmt_value(row, row.baseline)
         if row.kind == "budget":
             baseline_text = f"budget {baseline_text}"
-        table.add_row(row.run, row.metric, baseline_text, _fmt_value(row, row.current), _change_text(row),
+        cells = [row.case] if len(cases) > 1 else []
+        table.add_row(*cells, row.run, row.metric, baseline_text, _fmt_value(row, row.current), _change_text(row),
                       row.verdict, style=style or None)
     return table
