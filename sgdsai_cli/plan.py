@@ -1,0 +1,363 @@
+"""Capacity planner: which GPU, how many of them, and how large a batch, per optimizer and precision.
+
+    doc = plan_document("llama2-7b", precisions=["fp32", "bf16"], gpus=["h100-80gb"], optimizers=["sgdsai", "adamw"])
+    doc["rows"][0]  # {"optimizer": "sgdsai", "precision": "fp32", "gpu": "h100-80gb", "fits": False, ...}
+
+Per optimizer O, precision P and GPU g (all sizes in bytes):
+
+    model_state  = params + grads + optimizer state          exact, from the meta-device sizing
+    activations  = A(batch, seq)                             fake-tensor estimate of the training step's
+                                                             activation peak (forward + backward)
+    context      = CONTEXT_BYTES (1 GiB, stated)             CUDA context, cuBLAS workspace, allocator slack
+    total        = model_state + activations + context
+    usable(g)    = memory(g) - context
+    fits         = total <= memory(g)
+    max_batch    = largest B with model_state + A(B, seq) <= usable(g)   (0 when even B = 1 does not fit)
+
+GPUs needed, each GPU running one micro-batch of ``batch_size`` (P, G, S = params, grads, state;
+N GPUs; the smallest N with the per-GPU bytes <= usable(g), ``None`` when no N can do it):
+
+    DDP        P + G + S + A   <= usable     -> 1, or None (replicas never shrink)
+    ZeRO-1     P + G + S/N + A <= usable     -> N = ceil(S / (usable - A - P - G))
+    ZeRO-2     P + (G + S)/N + A <= usable   -> N = ceil((G + S) / (usable - A - P))
+    ZeRO-3     (P + G + S)/N + A <= usable   -> N = ceil((P + G + S) / (usable - A))    (= FSDP full shard)
+
+The optimizer step's own temporaries (foreach scratch) come after backward has freed the activations,
+so the step peak is model_state + transient, below the forward/backward peak for any real batch; they
+are not added. ZeRO-3's gathered layer (one block's parameters at a time) is not added either.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import BadInput
+
+GiB = 1024**3
+CONTEXT_BYTES = 1 * GiB
+DEFAULT_GPUS = ("l4-24gb", "rtx4090-24gb", "a100-40gb", "a100-80gb", "h100-80gb", "h200-141gb")
+DEFAULT_PRECISIONS = ("fp32", "bf16")
+DEFAULT_OPTIMIZERS = ("sgdsai", "adamw")
+MAX_BATCH_LIMIT = 1 << 16  # the search stops here: "at least 65536"
+STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
+
+
+@dataclass
+class PlanRow:
+    """One (optimizer, precision, GPU) cell of the plan. Bytes are ints; None means "no count works"."""
+
+    optimizer: str
+    impl: str | None
+    precision: str
+    gpu: str
+    gpu_label: str
+    gpu_memory_bytes: int
+    usable_bytes: int
+    context_bytes: int
+    param_bytes: int
+    grad_bytes: int
+    state_bytes: int
+    model_state_bytes: int
+    activation_bytes: int
+    total_bytes: int
+    fits: bool
+    max_batch_size: int
+    gpus_needed: dict[str, int | None]
+
+
+def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_bytes: int,
+                usable_bytes: int) -> dict[str, int | None]:
+    """Smallest GPU count per strategy (see the module docstring); None when no count fits."""
+
+    def shards(sharded: int, replicated: int) -> int | None:
+        room = usable_bytes - activation_bytes - replicated
+        if room <= 0:
+            return None
+        return max(1, math.ceil(sharded / room))
+
+    ddp = 1 if param_bytes + grad_bytes + state_bytes + activation_bytes <= usable_bytes else None
+    return {
+        "ddp": ddp,
+        "zero1": shards(state_bytes, param_bytes + grad_bytes),
+        "zero2": shards(grad_bytes + state_bytes, param_bytes),
+        "zero3": shards(param_bytes + grad_bytes + state_bytes, 0),
+    }
+
+
+def max_batch_size(activation: Callable[[int], int], room_bytes: int, limit: int = MAX_BATCH_LIMIT) -> int:
+    """Largest B in [0, limit] with ``activation(B) <= room_bytes``, assuming activation grows with B.
+
+    Activations of these models are linear in the batch at a fixed sequence length, so the first guess
+    ``room / activation(1)`` is usually right and costs two more calls; otherwise bracket by doubling
+    from the last good batch and bisect. ``activation`` should be cached by the caller.
+    """
+    if room_bytes <= 0 or activation(1) > room_bytes:
+        return 0
+    per_sample = max(activation(1), 1)
+    good = 1
+    guess = min(limit, max(1, room_bytes // per_sample))
+    if guess > good:
+        if activation(guess) <= room_bytes:
+            good = guess
+            if guess == limit or activation(guess + 1) > room_bytes:
+                return guess
+        else:
+            bad = guess
+            return _bisect(activation, room_bytes, good, bad)
+    # double from the last good batch until it fails or hits the limit, then bisect
+    bad = None
+    probe = good
+    while bad is None:
+        nxt = min(limit, probe * 2)
+        if nxt == probe:
+            return probe
+        if activation(nxt) <= room_bytes:
+            probe = nxt
+        else:
+            bad = nxt
+    return _bisect(activation, room_bytes, probe, bad)
+
+
+def _bisect(activation: Callable[[int], int], room_bytes: int, good: int, bad: int) -> int:
+    while bad - good > 1:
+        mid = (good + bad) // 2
+        if activation(mid) <= room_bytes:
+            good = mid
+        else:
+            bad = mid
+    return good
+
+
+def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable[[int], int]:
+    """A cached ``batch -> activation bytes`` from the fake-tensor estimate."""
+    from . import estimate
+
+    cache: dict[int, int] = {}
+
+    def activation(batch_size: int) -> int:
+        if batch_size not in cache:
+            cache[batch_size] = int(estimate.activation_bytes(model_spec, precision, batch_size, seq_len))
+        return cache[batch_size]
+
+    return activation
+
+
+def _state_sizes(model_spec, precision: str, optimizers: list[str], seq_len: int) -> tuple[dict, list[dict]]:
+    """Exact params/grads/state bytes per optimizer from the meta sizing (no activation estimate)."""
+    from .results import ProfileSpec
+    from .sizing import profile_meta
+
+    spec = ProfileSpec(model=model_spec.name, precision=precision, device="meta", batch_size=1, seq_len=seq_len)
+    doc = profile_meta(spec, model_spec, list(optimizers), estimate=False)
+    return doc["model"], doc["runs"]
+
+
+def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, seq_len: int = 512,
+              context_bytes: int = CONTEXT_BYTES,
+              activation_fn: Callable[[Any, str, int], Callable[[int], int]] | None = None,
+              state_fn: Callable[..., tuple[dict, list[dict]]] | None = None) -> tuple[dict, list[PlanRow]]:
+    """The plan for resolved inputs: (model info, rows). ``gpus`` are ``gpus.GPU`` records.
+
+    ``activation_fn(model_spec, precision, seq_len)`` returns a ``batch -> bytes`` function and
+    ``state_fn(model_spec, precision, optimizers, seq_len)`` the sizing's (model, runs); both default to
+    the real estimators and are parameters so tests can plan without tracing a model.
+    """
+    activation_fn = activation_fn or _default_activation_fn
+    state_fn = state_fn or _state_sizes
+    rows: list[PlanRow] = []
+    model_info: dict = {}
+    for precision in precisions:
+        model_info, runs = state_fn(model_spec, precision, list(optimizers), seq_len)
+        activation = activation_fn(model_spec, precision, seq_len)
+        act = activation(batch_size)
+        for run in runs:
+            if run.get("status") != "ok" or not run.get("memory"):
+                raise BadInput(f"cannot size optimizer '{run.get('optimizer')}': {run.get('error') or run.get('status')}")
+            mem = run["memory"]
+            p, g, s = int(mem["param_bytes"]), int(mem["grad_bytes"]), int(mem["state_bytes"])
+            states = p + g + s
+            for gpu in gpus:
+                usable = gpu.memory_bytes - context_bytes
+                total = states + act + context_bytes
+                rows.append(PlanRow(
+                    optimizer=run["optimizer"], impl=run.get("impl"), precision=precision,
+                    gpu=gpu.name, gpu_label=gpu.label, gpu_memory_bytes=gpu.memory_bytes, usable_bytes=usable,
+                    context_bytes=context_bytes, param_bytes=p, grad_bytes=g, state_bytes=s,
+                    model_state_bytes=states, activation_bytes=act, total_bytes=total,
+                    fits=total <= gpu.memory_bytes,
+                    max_batch_size=max_batch_size(activation, usable - states),
+                    gpus_needed=gpus_needed(p, g, s, act, usable),
+                ))
+    return model_info, rows
+
+
+def plan_document(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
+                  batch_size: int = 1, seq_len: int = 512, context_bytes: int = CONTEXT_BYTES,
+                  activation_fn=None, state_fn=None) -> dict:
+    """Resolve names (BadInput for unknown ones) and return the ``kind: "plan"`` document."""
+    from .gpus import resolve_gpu
+    from .models import resolve_model
+    from .precision import resolve_precision
+    from .registry import resolve_optimizer
+    from .results import envelope
+
+    if batch_size < 1:
+        raise BadInput(f"bad batch size {batch_size} (must be 1 or more)")
+    if seq_len < 1:
+        raise BadInput(f"bad sequence length {seq_len} (must be 1 or more)")
+    precisions = list(dict.fromkeys(precisions or DEFAULT_PRECISIONS))
+    optimizers = list(dict.fromkeys(optimizers or DEFAULT_OPTIMIZERS))
+    for p in precisions:
+        resolve_precision(p)
+    for o in optimizers:
+        resolve_optimizer(o)
+    gpu_records = list({g.name: g for g in (resolve_gpu(n) for n in (gpus or DEFAULT_GPUS))}.values())
+    model_spec = resolve_model(model)
+    model_info, rows = plan_rows(model_spec, precisions, gpu_records, optimizers, batch_size=batch_size,
+                                 seq_len=seq_len, context_bytes=context_bytes, activation_fn=activation_fn,
+                                 state_fn=state_fn)
+    spec = {"model": model_spec.name, "precisions": precisions, "gpus": [g.name for g in gpu_records],
+            "optimizers": optimizers, "batch_size": batch_size, "seq_len": seq_len, "device": "meta"}
+    body = {
+        "model": model_info,
+        "assumptions": {
+            "context_bytes": context_bytes,
+            "activation_source": "fake",
+            "usable_bytes": "gpu_memory_bytes - context_bytes",
+            "gpus_needed": "smallest N with per-GPU bytes <= usable_bytes, one micro-batch of batch_size "
+                           "per GPU; null when no N fits",
+            "max_batch_size_limit": MAX_BATCH_LIMIT,
+        },
+        "rows": [asdict(r) for r in rows],
+    }
+    return envelope("plan", spec, body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def plan_frame(doc: dict):
+    """The plan rows as a pandas DataFrame (bytes as numbers, gpus_needed flattened to four columns)."""
+    import pandas as pd
+
+    records = []
+    for row in doc.get("rows", []):
+        rec = {k: v for k, v in row.items() if k != "gpus_needed"}
+        for k in STRATEGIES:
+            rec[f"gpus_{k}"] = (row.get("gpus_needed") or {}).get(k)
+        records.append(rec)
+    return pd.DataFrame(records)
+
+
+def _count(n: int | None) -> str:
+    return "-" if n is None else str(n)
+
+
+def _batch(n: int | None) -> str:
+    if n is None:
+        return "-"
+    return f">={n:,}" if n >= MAX_BATCH_LIMIT else f"{n:,}"
+
+
+def plan_table_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and formatted cells (GiB) shared by the rich table and the Markdown/HTML report."""
+    from .units import fmt_gib
+
+    header = ["optimizer", "precision", "gpu", "usable GiB", "states GiB", "activations GiB", "total GiB", "fits",
+              "max batch", "DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3"]
+    cells = []
+    for r in doc.get("rows", []):
+        need = r.get("gpus_needed") or {}
+        cells.append([
+            r["optimizer"], r["precision"], r["gpu"], fmt_gib(r["usable_bytes"]), fmt_gib(r["model_state_bytes"]),
+            fmt_gib(r["activation_bytes"]), fmt_gib(r["total_bytes"]), "yes" if r["fits"] else "no",
+            _batch(r.get("max_batch_size")), *(_count(need.get(k)) for k in STRATEGIES),
+        ])
+    return header, cells
+
+
+def plan_title(doc: dict) -> str:
+    spec = doc.get("spec", {})
+    ctx = (doc.get("assumptions") or {}).get("context_bytes")
+    ctx_text = f", CUDA context allowance {ctx / GiB:g} GiB" if ctx is not None else ""
+    return (f"plan: {spec.get('model')}, batch {spec.get('batch_size')} x seq {spec.get('seq_len')}"
+            f"{ctx_text}; GPUs needed per strategy")
+
+
+def plan_table(doc: dict):
+    """A rich Table of the plan; rows that do not fit one GPU are dimmed red in the 'fits' column."""
+    from rich.table import Table
+
+    header, cells = plan_table_rows(doc)
+    table = Table(title=plan_title(doc), title_justify="left")
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i < 3 else "right", no_wrap=True)
+    for row in cells:
+        row = list(row)
+        row[7] = "[green]yes[/]" if row[7] == "yes" else "[red]no[/]"
+        table.add_row(*row)
+    return table
+
+
+def plan_plots(doc: dict, out_dir: str | Path) -> list[Path]:
+    """One figure per precision: stacked memory per optimizer (params, grads, state, activations,
+    context) against a horizontal line at each GPU's memory. Writes PNG and SVG; returns the paths."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    from .results import write_text_atomic
+
+    out_dir = Path(out_dir)
+    rows = doc.get("rows", [])
+    spec = doc.get("spec", {})
+    paths: list[Path] = []
+    precisions = list(dict.fromkeys(r["precision"] for r in rows))
+    for precision in precisions:
+        by_opt: dict[str, dict] = {}
+        gpus: dict[str, tuple[str, int]] = {}
+        for r in rows:
+            if r["precision"] != precision:
+                continue
+            by_opt.setdefault(r["optimizer"], r)
+            gpus[r["gpu"]] = (r["gpu_label"], r["gpu_memory_bytes"])
+        names = list(by_opt)
+        parts = [("param_bytes", "parameters", "#4c72b0"), ("grad_bytes", "gradients", "#dd8452"),
+                 ("state_bytes", "optimizer state", "#55a868"), ("activation_bytes", "activations", "#c44e52"),
+                 ("context_bytes", "CUDA context allowance", "#8c8c8c")]
+        fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(names) + 3.5), 4.8))
+        bottom = [0.0] * len(names)
+        for key, label, color in parts:
+            values = [by_opt[n][key] / GiB for n in names]
+            ax.bar(names, values, bottom=bottom, label=label, color=color, width=0.55)
+            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
+        for (label, mem), style in zip(sorted(gpus.values(), key=lambda g: g[1]),
+                                       ["--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1))] * 4,
+                                       strict=False):
+            ax.axhline(mem / GiB, color="black", linestyle=style, linewidth=1)
+            ax.annotate(f"{label} ({mem / GiB:.1f} GiB)", xy=(1.0, mem / GiB), xycoords=("axes fraction", "data"),
+                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
+        for i, total in enumerate(bottom):
+            ax.annotate(f"{total:.1f}", xy=(i, total), xytext=(0, 3), textcoords="offset points", ha="center",
+                        fontsize=8)
+        ax.set_ylabel("GiB per GPU (one GPU, no sharding)")
+        ax.set_ylim(0, max([*bottom, *(m / GiB for _, m in gpus.values())]) * 1.12)
+        ax.set_title(f"Training memory vs GPU memory\n{spec.get('model')}, {precision}, "
+                     f"batch {spec.get('batch_size')} x seq {spec.get('seq_len')}")
+        ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+        fig.tight_layout()
+        stem = f"plan-{spec.get('model')}-{precision}".replace("/", "_")
+        for ext in ("png", "svg"):
+            buf = io.BytesIO()
+            fig.savefig(buf, format=ext, dpi=120, bbox_inches="tight")
+            paths.append(write_text_atomic(out_dir / f"{stem}.{ext}", buf.getvalue()))
+        plt.close(fig)
+    return paths
