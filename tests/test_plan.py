@@ -1,0 +1,175 @@
+"""sgdsai_cli.plan: GPU counts per strategy, the max-batch search, rows, and the llama2-7b facts."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from sgdsai_cli.errors import BadInput
+from sgdsai_cli.gpus import GPU
+from sgdsai_cli.plan import (
+    CONTEXT_BYTES,
+    MAX_BATCH_LIMIT,
+    gpus_needed,
+    max_batch_size,
+    plan_document,
+    plan_frame,
+    plan_rows,
+    plan_table,
+    plan_table_rows,
+)
+
+GB = 10**9
+GiB = 1024**3
+P7B = 6_738_415_616
+
+
+@pytest.mark.parametrize(
+    ("p", "g", "s", "a", "usable", "expected"),
+    [
+        # everything fits one GPU: every strategy needs 1
+        (10, 10, 20, 5, 100, {"ddp": 1, "zero1": 1, "zero2": 1, "zero3": 1}),
+        # 40 + 40 + 80 + 10 = 170 > 100: DDP never; ZeRO-1: 80/(100-10-80) = 8; ZeRO-2: 120/50 -> 3; ZeRO-3: 160/90 -> 2
+        (40, 40, 80, 10, 100, {"ddp": None, "zero1": 8, "zero2": 3, "zero3": 2}),
+        # replicated params + grads leave no room: ZeRO-1 impossible, ZeRO-2 still possible
+        (50, 45, 80, 10, 100, {"ddp": None, "zero1": None, "zero2": 4, "zero3": 2}),
+        # the activations alone exceed the card: nothing works
+        (1, 1, 1, 200, 100, {"ddp": None, "zero1": None, "zero2": None, "zero3": None}),
+        # exactly full is a fit
+        (25, 25, 50, 0, 100, {"ddp": 1, "zero1": 1, "zero2": 1, "zero3": 1}),
+    ],
+)
+def test_gpus_needed(p, g, s, a, usable, expected):
+    assert gpus_needed(p, g, s, a, usable) == expected
+
+
+def counting(fn):
+    calls = []
+
+    def wrapped(b):
+        calls.append(b)
+        return fn(b)
+
+    return wrapped, calls
+
+
+@pytest.mark.parametrize(
+    ("activation", "room", "expected"),
+    [
+        (lambda b: 100 * b, 1000, 10),
+        (lambda b: 100 * b, 1099, 10),
+        (lambda b: 100 * b, 99, 0),
+        (lambda b: 100 * b, 0, 0),
+        (lambda b: 100 * b + 50, 1000, 9),  # an offset: the linear guess overshoots, bisect fixes it
+        (lambda b: 100 * b * b, 10_000, 10),  # super-linear: guess 100 fails, bisect down
+        (lambda b: 10 * b if b < 40 else 10**9, 10_000, 39),  # a cliff: linear guess 1000 fails
+        (lambda b: 1, 10**12, MAX_BATCH_LIMIT),  # capped
+        (lambda b: 90 + b, 1000, 910),  # sub-linear: guess too small, double then bisect
+    ],
+)
+def test_max_batch_size(activation, room, expected):
+    fn, calls = counting(activation)
+    assert max_batch_size(fn, room) == expected
+    assert len(calls) <= 2 * math.ceil(math.log2(MAX_BATCH_LIMIT)) + 4
+
+
+def test_max_batch_size_linear_costs_few_calls():
+    fn, calls = counting(lambda b: 3_000_000 * b)
+    assert max_batch_size(fn, 80 * GiB) == 80 * GiB // 3_000_000
+    assert len(set(calls)) <= 3
+
+
+def fake_states(bytes_per_param_state):
+    """A state_fn: fp32 params and grads of 1000 parameters, state per optimizer as given."""
+
+    def state_fn(model_spec, precision, optimizers, seq_len):
+        width = 4 if precision == "fp32" else 2
+        runs = [{"optimizer": o, "impl": "loop", "status": "ok",
+                 "memory": {"param_bytes": width * 1000, "grad_bytes": width * 1000,
+                            "state_bytes": bytes_per_param_state[o] * width * 1000}} for o in optimizers]
+        return {"name": model_spec.name, "params": 1000}, runs
+
+    return state_fn
+
+
+def fake_activation(per_sample):
+    return lambda model_spec, precision, seq_len: (lambda b: per_sample * b)
+
+
+def test_plan_rows_with_fakes():
+    from sgdsai_cli.models import resolve_model
+
+    gpus = [GPU("small", "small", CONTEXT_BYTES + 20_000), GPU("big", "big", CONTEXT_BYTES + 100_000)]
+    _, rows = plan_rows(resolve_model("tiny-gpt2"), ["fp32", "bf16"], gpus, ["sgdsai", "adamw"], batch_size=2,
+                        activation_fn=fake_activation(1000), state_fn=fake_states({"sgdsai": 1, "adamw": 2}))
+    table = {(r.optimizer, r.precision, r.gpu): r for r in rows}
+    assert len(rows) == 8
+    r = table[("adamw", "fp32", "small")]
+    assert (r.model_state_bytes, r.activation_bytes) == (16_000, 2000)
+    assert r.total_bytes == 18_000 + CONTEXT_BYTES
+    assert r.fits and r.max_batch_size == 4  # (20000 - 16000) / 1000
+    r = table[("sgdsai", "fp32", "small")]
+    assert r.max_batch_size == 8
+    assert table[("adamw", "bf16", "big")].max_batch_size == 92
+    assert r.gpus_needed == {"ddp": 1, "zero1": 1, "zero2": 1, "zero3": 1}
+
+
+def test_plan_rejects_bad_names():
+    with pytest.raises(BadInput, match="unknown GPU 'h100'"):
+        plan_document("tiny-gpt2", gpus=["h100"], activation_fn=fake_activation(1))
+    with pytest.raises(BadInput, match="unknown precision 'fp8'"):
+        plan_document("tiny-gpt2", precisions=["fp8"], activation_fn=fake_activation(1))
+    with pytest.raises(BadInput, match="bad batch size 0"):
+        plan_document("tiny-gpt2", batch_size=0, activation_fn=fake_activation(1))
+
+
+@pytest.fixture(scope="module")
+def llama_plan():
+    """The real meta sizing of llama2-7b (exact states); a stand-in activation of 2 GiB per sample."""
+    pytest.importorskip("sgdsai_cli.sizing")
+    return plan_document("llama2-7b", precisions=["fp32", "bf16"], gpus=["h100-80gb", "h200-141gb"],
+                         optimizers=["sgdsai", "adamw"], activation_fn=fake_activation(2 * GiB))
+
+
+def _row(doc, optimizer, precision, gpu):
+    return next(r for r in doc["rows"] if (r["optimizer"], r["precision"], r["gpu"]) == (optimizer, precision, gpu))
+
+
+def test_llama2_7b_fp32_adamw_needs_two_h100s(llama_plan):
+    r = _row(llama_plan, "adamw", "fp32", "h100-80gb")
+    assert r["model_state_bytes"] // P7B == 16  # params 4 + grads 4 + exp_avg 4 + exp_avg_sq 4 (+ step scalars)
+    assert round(r["model_state_bytes"] / GB, 1) == 107.8
+    assert r["fits"] is False
+    assert r["max_batch_size"] == 0
+    assert r["gpus_needed"]["ddp"] is None
+    assert r["gpus_needed"]["zero3"] >= 2
+    assert _row(llama_plan, "adamw", "fp32", "h200-141gb")["fits"] is True
+
+
+def test_llama2_7b_fp32_sgdsai_is_12_bytes_per_param(llama_plan):
+    r = _row(llama_plan, "sgdsai", "fp32", "h100-80gb")
+    assert r["model_state_bytes"] // P7B == 12
+    assert r["model_state_bytes"] - 12 * P7B < 10_000  # one g-SNR scalar per tensor on top
+    assert r["state_bytes"] * 2 - _row(llama_plan, "adamw", "fp32", "h100-80gb")["state_bytes"] < 10_000
+
+
+def test_llama2_7b_bf16_halves_the_states(llama_plan):
+    fp32 = _row(llama_plan, "adamw", "fp32", "h100-80gb")["model_state_bytes"]
+    bf16 = _row(llama_plan, "adamw", "bf16", "h100-80gb")["model_state_bytes"]
+    assert bf16 // P7B == 8 and abs(2 * bf16 - fp32) < 10_000
+
+
+def test_plan_document_schema(llama_plan):
+    assert llama_plan["kind"] == "plan" and llama_plan["schema_version"] == 1
+    assert len(llama_plan["rows"]) == 8
+    for r in llama_plan["rows"]:
+        assert {"optimizer", "precision", "gpu", "gpu_memory_bytes", "model_state_bytes", "activation_bytes",
+                "total_bytes", "fits", "max_batch_size", "gpus_needed"} <= set(r)
+        assert set(r["gpus_needed"]) == {"ddp", "zero1", "zero2", "zero3"}
+        assert r["total_bytes"] == r["model_state_bytes"] + r["activation_bytes"] + CONTEXT_BYTES
+    frame = plan_frame(llama_plan)
+    assert list(frame["gpus_zero3"])[:2] == [r["gpus_needed"]["zero3"] for r in llama_plan["rows"][:2]]
+    header, cells = plan_table_rows(llama_plan)
+    assert len(cells) == 8 and header[-1] == "ZeRO-3"
+    assert plan_table(llama_plan).row_count == 8
