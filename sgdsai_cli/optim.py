@@ -33,12 +33,36 @@ It does not reproduce the official crashes, prints or double closure call.
 
 ``gsnr_norm="max"`` divides every g-SNR by the largest over all tensors, as in
 Algorithm 1 of the paper; the default "none" is what the official code does.
+
+Implementations (``impl=``; ``optimizer.impl_used`` records the one that ran):
+
+    compiled  one pass per tensor: read theta, g, m; write theta, m (20 bytes per fp32
+              parameter, the minimum). CPU: a small C kernel (OpenMP, vectorised) built once
+              with the system C compiler and cached (see ``cpu_kernel``); CUDA: a Triton kernel.
+    fused     ``theta *= 1 - lr*wd`` (foreach), then torch's fused SGD kernel per tensor with
+              dampening = momentum, which is exactly the EMA form: 28 bytes per parameter.
+    foreach   in-place foreach ops (lerp for the momentum, mul for the decay) and one in-place
+              scaled add per tensor: 32 bytes per parameter, no temporaries.
+    loop      per-tensor in-place eager ops (mul_, add_): 40 bytes per parameter.
+    auto      compiled where it is available, else fused, else foreach.
+
+No path allocates anything in a steady step (the first step allocates the momentum buffers,
+which are state). Where a path cannot run (no C compiler, no Triton, meta or fake tensors,
+a non-contiguous tensor) the step falls back quietly, compiled -> fused -> foreach, per
+group (per tensor for a non-contiguous one), and ``impl_used`` says what ran.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -46,7 +70,8 @@ from torch.optim.optimizer import Optimizer
 
 __all__ = ["SGDSaI", "compute_gsnr", "gsnr_stats"]
 
-IMPLS = ("auto", "foreach", "loop")
+IMPLS = ("auto", "compiled", "fused", "foreach", "loop")
+FALLBACK = ("compiled", "fused", "foreach", "loop")
 GSNR_NORMS = ("none", "max")
 
 
@@ -104,7 +129,8 @@ class SGDSaI(Optimizer):
         eps: added to the std in the g-SNR denominator (default 1e-8).
         weight_decay: decoupled weight decay, not scaled by g-SNR (default 1e-2).
         gsnr_norm: "none" (official code) or "max" (paper's Algorithm 1).
-        impl: "auto", "foreach" or "loop"; ``self.impl_used`` says which ran.
+        impl: "auto", "compiled", "fused", "foreach" or "loop"; ``self.impl_used`` says
+            which ran (see the module docstring).
         reference_compat: reproduce the official numerics, degenerate cases included.
     """
 
@@ -147,13 +173,18 @@ class SGDSaI(Optimizer):
         super().load_state_dict(state_dict)
         self._gsnr_host.clear()
 
-    def resolve_impl(self, params: list[Tensor]) -> str:
-        """The path ``step()`` takes for these parameters."""
-        if self.impl != "auto":
-            return self.impl
-        # foreach pays off where kernel launches are expensive (CUDA); on the CPU
-        # the per-tensor loop runs the same kernels with less bookkeeping.
-        return "foreach" if params and all(p.device.type == "cuda" for p in params) else "loop"
+    def resolve_impl(self, params: list[Tensor], *, build: bool = False) -> str:
+        """The path ``step()`` takes for these parameters (after quiet fallbacks).
+
+        With ``build=False`` the compiled path is predicted from what is installed (a C
+        compiler on the CPU, Triton on CUDA) without building anything; ``step()`` builds it
+        and falls back if that fails.
+        """
+        start = FALLBACK.index("compiled" if self.impl == "auto" else self.impl)
+        for impl in FALLBACK[start:]:
+            if _impl_available(impl, params, build=build):
+                return impl
+        return "loop"
 
     @torch.no_grad()
     def _init_group(self, group, params: list[Tensor], grads: list[Tensor], started: list[bool]) -> list[Tensor]:
@@ -245,57 +276,433 @@ class SGDSaI(Optimizer):
             params = [p for p, _ in live]
             grads = [g for _, g in live]
             scales = self._scales(params)
-            impl = self.resolve_impl(params)
-            if impl == "foreach":
-                self._step_foreach(params, grads, scales, lr, mu, decay)
-            else:
-                self._step_loop(params, grads, scales, lr, mu, decay)
+            impl = self.resolve_impl(params, build=True)
+            self._update(impl, params, grads, scales, lr, mu, decay)
             self.impl_used = impl
         return loss
 
-    def _momentum_buffers(self, params: list[Tensor], grads: list[Tensor], mu: float) -> tuple[list, list, list]:
-        """Split into (existing buffers, their grads, new buffers created as copies of the gradient)."""
-        old_bufs, old_grads, new_bufs = [], [], []
-        for p, g in zip(params, grads, strict=False):
-            state = self.state[p]
-            buf = state.get("momentum_buffer")
-            if buf is None:
-                state["momentum_buffer"] = buf = torch.clone(g).detach()
-                new_bufs.append(buf)
-            else:
-                old_bufs.append(buf)
-                old_grads.append(g)
-        return old_bufs, old_grads, new_bufs
+    def _update(self, impl: str, params, grads, scales, lr: float, mu: float, decay: float) -> None:
+        """Split into steady tensors (momentum update + step) and direct ones (step along d), then run ``impl``.
 
-    def _step_loop(self, params, grads, scales, lr, mu, decay) -> None:
+        Direct: ``momentum == 0`` (d = g) or the tensor's first step (d = the new buffer, a copy of g).
+        """
+        steady: tuple[list, list, list, list] = ([], [], [], [])
+        direct: tuple[list, list, list] = ([], [], [])
         for p, g, s in zip(params, grads, scales, strict=False):
-            if mu != 0.0:
+            if mu == 0.0:
+                d = g
+            else:
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
-                if buf is None:
-                    buf = state["momentum_buffer"] = torch.clone(g).detach()
-                else:
-                    buf.mul_(mu).add_(g, alpha=1.0 - mu)
-                g = buf
-            if decay != 1.0:
-                p.mul_(decay)
-            p.add_(g, alpha=-lr * s)
+                if buf is not None:
+                    for lst, x in zip(steady, (p, g, buf, s), strict=True):
+                        lst.append(x)
+                    continue
+                d = state["momentum_buffer"] = torch.clone(g).detach()
+            for lst, x in zip(direct, (p, d, s), strict=True):
+                lst.append(x)
+        _STEADY[impl](*steady, lr, mu, decay)
+        _DIRECT[impl](*direct, lr, decay)
 
-    def _step_foreach(self, params, grads, scales, lr, mu, decay) -> None:
-        if mu != 0.0:
-            old_bufs, old_grads, _ = self._momentum_buffers(params, grads, mu)
-            if old_bufs:
-                torch._foreach_mul_(old_bufs, mu)
-                torch._foreach_add_(old_bufs, old_grads, alpha=1.0 - mu)
-            directions = [self.state[p]["momentum_buffer"] for p in params]
-        else:
-            directions = grads
+
+# ---------------------------------------------------------------------------------------------
+# The update paths. "steady": m = mu*m + (1-mu)*g; theta = decay*theta - lr*s*m.
+# "direct": theta = decay*theta - lr*s*d. All in place; none allocates.
+
+
+def _steady_loop(params, grads, bufs, scales, lr, mu, decay) -> None:
+    for p, g, buf, s in zip(params, grads, bufs, scales, strict=False):
+        buf.mul_(mu).add_(g, alpha=1.0 - mu)
         if decay != 1.0:
-            torch._foreach_mul_(params, decay)
-        # Each tensor has its own step size; foreach has no per-tensor alpha for
-        # add_, so the scaled add is one in-place kernel per tensor (no temporary).
-        for p, d, s in zip(params, directions, scales, strict=False):
-            p.add_(d, alpha=-lr * s)
+            p.mul_(decay)
+        p.add_(buf, alpha=-lr * s)
+
+
+def _direct_loop(params, dirs, scales, lr, decay) -> None:
+    for p, d, s in zip(params, dirs, scales, strict=False):
+        if decay != 1.0:
+            p.mul_(decay)
+        p.add_(d, alpha=-lr * s)
+
+
+def _steady_foreach(params, grads, bufs, scales, lr, mu, decay) -> None:
+    if not params:
+        return
+    torch._foreach_lerp_(bufs, grads, 1.0 - mu)  # m + (1-mu)(g - m): one pass
+    _direct_foreach(params, bufs, scales, lr, decay)
+
+
+def _direct_foreach(params, dirs, scales, lr, decay) -> None:
+    if not params:
+        return
+    if decay != 1.0:
+        torch._foreach_mul_(params, decay)
+    # Each tensor has its own step size and foreach add_ takes one alpha: one in-place
+    # scaled add per tensor (multiplying into a temporary list would cost a full copy).
+    for p, d, s in zip(params, dirs, scales, strict=False):
+        p.add_(d, alpha=-lr * s)
+
+
+def _fused_sgd(p, d, buf, lr: float, mu: float) -> None:
+    torch._fused_sgd_(
+        [p], [d], [] if buf is None else [buf],
+        weight_decay=0.0, momentum=mu, lr=lr, dampening=mu,  # dampening = momentum: the EMA form
+        nesterov=False, maximize=False, is_first_step=False,
+    )
+
+
+def _steady_fused(params, grads, bufs, scales, lr, mu, decay) -> None:
+    if not params:
+        return
+    if decay != 1.0:  # torch's fused SGD couples weight decay into the momentum: decay apart
+        torch._foreach_mul_(params, decay)
+    for p, g, buf, s in zip(params, grads, bufs, scales, strict=False):
+        _fused_sgd(p, g, buf, lr * s, mu)
+
+
+def _direct_fused(params, dirs, scales, lr, decay) -> None:
+    if not params:
+        return
+    if decay != 1.0:
+        torch._foreach_mul_(params, decay)
+    for p, d, s in zip(params, dirs, scales, strict=False):
+        _fused_sgd(p, d, None, lr * s, 0.0)
+
+
+def _kernel_ok(*tensors: Tensor) -> bool:
+    """The compiled kernels take dense contiguous tensors of one dtype and one device."""
+    first = tensors[0]
+    return all(t.is_contiguous() and t.dtype == first.dtype and t.device == first.device for t in tensors)
+
+
+def _steady_compiled(params, grads, bufs, scales, lr, mu, decay) -> None:
+    for p, g, buf, s in zip(params, grads, bufs, scales, strict=False):
+        if not (_kernel_ok(p, g, buf) and _run_kernel(p, g, buf, mu, decay, lr * s)):
+            _steady_loop([p], [g], [buf], [s], lr, mu, decay)
+
+
+def _direct_compiled(params, dirs, scales, lr, decay) -> None:
+    for p, d, s in zip(params, dirs, scales, strict=False):
+        if not (_kernel_ok(p, d) and _run_kernel(p, d, None, 0.0, decay, lr * s)):
+            _direct_loop([p], [d], [s], lr, decay)
+
+
+_STEADY = {"loop": _steady_loop, "foreach": _steady_foreach, "fused": _steady_fused, "compiled": _steady_compiled}
+_DIRECT = {"loop": _direct_loop, "foreach": _direct_foreach, "fused": _direct_fused, "compiled": _direct_compiled}
+
+
+def _impl_available(impl: str, params: list[Tensor], *, build: bool) -> bool:
+    """Can ``impl`` run on these parameters? ``build`` builds the compiled kernel if needed."""
+    if impl in ("loop", "foreach"):
+        return True
+    if not params or any(_is_symbolic(p) for p in params):
+        return False  # meta/fake tensors: torch's fused SGD and the kernels need real storage
+    devices = {p.device.type for p in params}
+    dtypes = {p.dtype for p in params}
+    if impl == "fused":
+        return devices <= {"cpu", "cuda"} and dtypes <= {torch.float32, torch.float64, torch.float16, torch.bfloat16}
+    # compiled
+    if devices == {"cpu"}:
+        if not dtypes <= set(_C_DTYPES):
+            return False
+        if not build:
+            return _c_compiler() is not None
+        kernel = cpu_kernel()
+        return kernel is not None and all(kernel.supports(dt) for dt in dtypes)
+    if devices == {"cuda"}:
+        if not dtypes <= {torch.float32, torch.float16, torch.bfloat16}:
+            return False
+        return _triton_works() if build else _has_triton()
+    return False
+
+
+def _run_kernel(p: Tensor, g: Tensor, buf: Tensor | None, mu: float, decay: float, step: float) -> bool:
+    """One pass over one tensor; False if no kernel can take it (the caller runs eager ops)."""
+    n = p.numel()
+    if n == 0:
+        return True
+    if p.device.type == "cpu":
+        kernel = cpu_kernel()
+        return kernel is not None and kernel.run(p, g, buf, mu, decay, step)
+    if p.device.type == "cuda":
+        return _run_triton(p, g, buf, mu, decay, step)
+    return False
+
+
+# ---------------------------------------------------------------------------------------------
+# CPU: a C kernel built with the system compiler (milliseconds, no torch headers), loaded with
+# ctypes. ctypes drops the GIL during the call; OpenMP shares torch's runtime (libgomp.so.1 is
+# already loaded by torch), so it uses torch.get_num_threads() threads.
+
+_C_SOURCE = r"""
+#include <stdint.h>
+#include <string.h>
+#include <stddef.h>
+
+#define PAR_MIN 32768  /* below this many elements one thread is faster */
+
+static inline float bf16_to_f(uint16_t h) { uint32_t u = (uint32_t)h << 16; float f; memcpy(&f, &u, 4); return f; }
+static inline uint16_t f_to_bf16(float f) {
+  uint32_t u; memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);  /* quiet NaN */
+  u += 0x7fffu + ((u >> 16) & 1u);  /* round to nearest even, as torch does */
+  return (uint16_t)(u >> 16);
+}
+
+#define DEFINE_KERNEL(NAME, T, LOAD, STORE)                                                     \
+void NAME(T* restrict p, const T* restrict g, T* restrict m, int64_t n,                         \
+          float mu, float omm, float decay, float step) {                                       \
+  if (m) {                                                                                       \
+    _Pragma("omp parallel for simd schedule(static) if(n >= PAR_MIN)")                          \
+    for (int64_t i = 0; i < n; i++) {                                                            \
+      T ms = STORE(mu * LOAD(m[i]) + omm * LOAD(g[i]));                                          \
+      m[i] = ms;                                                                                 \
+      p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(ms));                                        \
+    }                                                                                            \
+  } else {                                                                                       \
+    _Pragma("omp parallel for simd schedule(static) if(n >= PAR_MIN)")                          \
+    for (int64_t i = 0; i < n; i++) p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(g[i]));        \
+  }                                                                                              \
+}
+
+#define ID(x) (x)
+DEFINE_KERNEL(sgdsai_f32, float, ID, ID)
+DEFINE_KERNEL(sgdsai_bf16, uint16_t, bf16_to_f, f_to_bf16)
+#ifdef __FLT16_MAX__
+#define H2F(x) ((float)(x))
+#define F2H(x) ((_Float16)(x))
+DEFINE_KERNEL(sgdsai_f16, _Float16, H2F, F2H)
+int sgdsai_has_f16(void) { return 1; }
+#else
+int sgdsai_has_f16(void) { return 0; }
+#endif
+int sgdsai_openmp(void) {
+#ifdef _OPENMP
+  return 1;
+#else
+  return 0;
+#endif
+}
+"""
+
+_C_DTYPES = {torch.float32: "sgdsai_f32", torch.bfloat16: "sgdsai_bf16", torch.float16: "sgdsai_f16"}
+_FLAG_SETS = (
+    ["-O3", "-march=native", "-fopenmp"],
+    ["-O3", "-fopenmp"],
+    ["-O3"],
+)
+
+
+class CpuKernel:
+    """The loaded C kernels: ``run(p, g, m, mu, decay, step)`` updates contiguous CPU tensors in place."""
+
+    def __init__(self, lib, path: Path, flags: list[str]):
+        import ctypes
+
+        self.path = path
+        self.flags = flags
+        self.openmp = bool(lib.sgdsai_openmp())
+        self._fns = {}
+        for dtype, name in _C_DTYPES.items():
+            if dtype == torch.float16 and not lib.sgdsai_has_f16():
+                continue
+            fn = getattr(lib, name)
+            fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_float] * 4
+            fn.restype = None
+            self._fns[dtype] = fn
+        self._lib = lib  # keep the library loaded
+
+    def supports(self, dtype: torch.dtype) -> bool:
+        return dtype in self._fns
+
+    def run(self, p: Tensor, g: Tensor, m: Tensor | None, mu: float, decay: float, step: float) -> bool:
+        fn = self._fns.get(p.dtype)
+        if fn is None:
+            return False
+        fn(p.data_ptr(), g.data_ptr(), None if m is None else m.data_ptr(), p.numel(), mu, 1.0 - mu, decay, step)
+        return True
+
+
+_CPU_KERNEL: CpuKernel | None = None
+_CPU_KERNEL_TRIED = False
+_CPU_KERNEL_ERROR: str | None = None
+_LOCK = threading.Lock()
+
+
+def _c_compiler() -> str | None:
+    """$CC, else cc/gcc/clang on PATH; ``SGDSAI_NO_CC=1`` disables the CPU kernel."""
+    if os.environ.get("SGDSAI_NO_CC"):
+        return None
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
+
+
+def _cache_dir() -> Path:
+    """``$SGDSAI_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME/sgdsai/kernels`` (default ``~/.cache``)."""
+    if os.environ.get("SGDSAI_CACHE_DIR"):
+        return Path(os.environ["SGDSAI_CACHE_DIR"]) / "kernels"
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+    return Path(base) / "sgdsai" / "kernels"
+
+
+def _machine_key(compiler: str) -> str:
+    """Source, compiler and CPU identity: a cached -march=native build is reused only where it runs."""
+    parts = [_C_SOURCE, compiler, str(_FLAG_SETS), torch.__version__]
+    try:
+        parts.append(subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout)
+    except (OSError, subprocess.SubprocessError):
+        pass
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            parts.extend(line for line in f if line.startswith(("flags", "model name")))
+    except OSError:
+        import platform
+
+        parts.append(platform.processor())
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+
+
+def _build(compiler: str, out_dir: Path, key: str) -> tuple[Path, list[str]]:
+    """Compile the kernel library into ``out_dir`` (atomically); try simpler flags if needed."""
+    import ctypes
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+        src = Path(tmp) / "sgdsai_kernel.c"
+        src.write_text(_C_SOURCE)
+        last = ""
+        for flags in _FLAG_SETS:
+            target = out_dir / f"sgdsai_kernel_{key}_{len(flags)}.so"
+            if target.exists():
+                return target, flags
+            built = Path(tmp) / target.name
+            cmd = [compiler, *flags, "-shared", "-fPIC", "-std=c11", str(src), "-o", str(built)]
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+            if proc.returncode == 0:
+                try:
+                    ctypes.CDLL(str(built))
+                except OSError as e:
+                    last = str(e)
+                    continue
+                os.replace(built, target)
+                return target, flags
+            last = proc.stderr.strip().splitlines()[-1:] or [""]
+            last = last[0]
+        raise RuntimeError(f"the C compiler failed: {last}")
+
+
+def cpu_kernel() -> CpuKernel | None:
+    """The CPU kernels, built on first use (about 0.2 s) and cached on disk; None where unavailable.
+
+    Cache folder: ``$SGDSAI_CACHE_DIR/kernels`` or ``~/.cache/sgdsai/kernels``; a folder that
+    cannot be written falls back to a temporary one. ``cpu_kernel_error()`` says why it is None.
+    """
+    global _CPU_KERNEL, _CPU_KERNEL_TRIED, _CPU_KERNEL_ERROR
+    if _CPU_KERNEL_TRIED:
+        return _CPU_KERNEL
+    with _LOCK:
+        if _CPU_KERNEL_TRIED:
+            return _CPU_KERNEL
+        try:
+            import ctypes
+
+            compiler = _c_compiler()
+            if compiler is None:
+                raise RuntimeError("no C compiler (set CC, or install gcc or clang)")
+            key = _machine_key(compiler)
+            try:
+                path, flags = _build(compiler, _cache_dir(), key)
+            except OSError:
+                path, flags = _build(compiler, Path(tempfile.gettempdir()) / f"sgdsai-kernels-{os.getuid()}", key)
+            _CPU_KERNEL = CpuKernel(ctypes.CDLL(str(path)), path, flags)
+        except Exception as e:  # any failure: quietly use the eager paths
+            _CPU_KERNEL_ERROR = f"{type(e).__name__}: {e}"
+            _CPU_KERNEL = None
+        _CPU_KERNEL_TRIED = True
+    return _CPU_KERNEL
+
+
+def cpu_kernel_error() -> str | None:
+    """Why ``cpu_kernel()`` returned None (None if it loaded or was not tried)."""
+    return _CPU_KERNEL_ERROR
+
+
+# ---------------------------------------------------------------------------------------------
+# CUDA: a Triton kernel, imported only when a CUDA tensor asks for it.
+
+_TRITON = None
+_TRITON_TRIED = False
+_TRITON_BLOCK = 4096
+_TRITON_CHECKED: bool | None = None
+
+
+def _has_triton() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("triton") is not None
+
+
+def _triton_kernel():
+    """The jitted Triton kernel, or None where Triton is missing or broken."""
+    global _TRITON, _TRITON_TRIED
+    if _TRITON_TRIED:
+        return _TRITON
+    _TRITON_TRIED = True
+    try:
+        import triton
+        import triton.language as tl
+
+        @triton.jit
+        def sgdsai_kernel(p_ptr, g_ptr, m_ptr, n, mu, omm, decay, step, HAS_M: tl.constexpr, BLOCK: tl.constexpr):
+            offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+            mask = offs < n
+            g = tl.load(g_ptr + offs, mask=mask).to(tl.float32)
+            p = tl.load(p_ptr + offs, mask=mask).to(tl.float32)
+            if HAS_M:
+                m = tl.load(m_ptr + offs, mask=mask).to(tl.float32)
+                ms = (mu * m + omm * g).to(m_ptr.dtype.element_ty)
+                tl.store(m_ptr + offs, ms, mask=mask)
+                d = ms.to(tl.float32)
+            else:
+                d = g
+            tl.store(p_ptr + offs, (decay * p - step * d).to(p_ptr.dtype.element_ty), mask=mask)
+
+        _TRITON = (triton, sgdsai_kernel)
+    except Exception:
+        _TRITON = None
+    return _TRITON
+
+
+def _triton_works() -> bool:
+    """Triton imports and one launch on a 1-element tensor succeeds (checked once)."""
+    global _TRITON_CHECKED
+    if _TRITON_CHECKED is None:
+        ok = _triton_kernel() is not None
+        if ok:
+            p = torch.ones(1, device="cuda")
+            ok = _run_triton(p, torch.ones_like(p), torch.zeros_like(p), 0.5, 1.0, 1.0)
+            ok = ok and abs(p.item() - 0.5) < 1e-6
+        _TRITON_CHECKED = ok
+    return _TRITON_CHECKED
+
+
+def _run_triton(p: Tensor, g: Tensor, buf: Tensor | None, mu: float, decay: float, step: float) -> bool:
+    global _TRITON
+    kernel = _triton_kernel()
+    if kernel is None:
+        return False
+    triton, fn = kernel
+    n = p.numel()
+    grid = (triton.cdiv(n, _TRITON_BLOCK),)
+    try:
+        fn[grid](p, g, p if buf is None else buf, n, mu, 1.0 - mu, decay, step,
+                 HAS_M=buf is not None, BLOCK=_TRITON_BLOCK, num_warps=8)
+    except Exception:  # a broken Triton install: eager from now on
+        _TRITON = None
+        return False
+    return True
 
 
 def _to_host(values: list[Tensor]) -> list[float]:

@@ -50,7 +50,7 @@ def _max_rel_diff(a: nn.Module, b: nn.Module) -> float:
     return worst
 
 
-@pytest.mark.parametrize("impl", ["loop", "foreach", "auto"])
+@pytest.mark.parametrize("impl", ["loop", "foreach", "fused", "compiled", "auto"])
 @pytest.mark.parametrize("hp", [{}, {"lr": 3e-2, "momentum": 0.5, "weight_decay": 0.1}])
 def test_parity_with_official_over_20_steps(impl, hp):
     torch.manual_seed(0)
