@@ -3,28 +3,32 @@
     doc = plan_document("llama2-7b", precisions=["fp32", "bf16"], gpus=["h100-80gb"], optimizers=["sgdsai", "adamw"])
     doc["rows"][0]  # {"optimizer": "sgdsai", "precision": "fp32", "gpu": "h100-80gb", "fits": False, ...}
 
-Per optimizer O, precision P and GPU g (all sizes in bytes):
+Per optimizer O, precision P and GPU g (all sizes in bytes; P, G, S = params, grads, optimizer state):
 
-    model_state  = params + grads + optimizer state          exact, from the meta-device sizing
-    activations  = A(batch, seq)                             fake-tensor estimate of the training step's
-                                                             activation peak (forward + backward)
-    context      = CONTEXT_BYTES (1 GiB, stated)             CUDA context, cuBLAS workspace, allocator slack
-    total        = model_state + activations + context
+    model_state  = P + G + S                                 exact (fake-tensor step of the full model)
+    activations  = A(batch, seq)                             fake-tensor trace of forward + backward: the
+                                                             activation peak (estimate.activation_bytes)
+    transient    = T                                         what optimizer.step() allocates on top of its
+                                                             state (foreach AdamW: a full-size sqrt copy)
+    context      = CONTEXT_BYTES (1 GiB unless --context)    CUDA context, cuBLAS workspace, allocator slack
+    total        = model_state + max(A, T) + context         (the step runs after backward freed A)
     usable(g)    = memory(g) - context
     fits         = total <= memory(g)
-    max_batch    = largest B with model_state + A(B, seq) <= usable(g)   (0 when even B = 1 does not fit)
+    max_batch    = largest B with model_state + max(A(B, seq), T) <= usable(g)   (0 when B = 1 does not fit)
 
-GPUs needed, each GPU running one micro-batch of ``batch_size`` (P, G, S = params, grads, state;
-N GPUs; the smallest N with the per-GPU bytes <= usable(g), ``None`` when no N can do it):
+``adamw`` is planned as torch runs it on a GPU, foreach (``adamw-foreach``); name ``adamw-fused`` or
+``adamw-loop`` to plan those.
 
-    DDP        P + G + S + A   <= usable     -> 1, or None (replicas never shrink)
-    ZeRO-1     P + G + S/N + A <= usable     -> N = ceil(S / (usable - A - P - G))
-    ZeRO-2     P + (G + S)/N + A <= usable   -> N = ceil((G + S) / (usable - A - P))
-    ZeRO-3     (P + G + S)/N + A <= usable   -> N = ceil((P + G + S) / (usable - A))    (= FSDP full shard)
+GPUs needed, each GPU running one micro-batch of ``batch_size``; the smallest N whose per-GPU bytes
+fit usable(g), ``None`` when no N can (the step transient shards with the state under ZeRO, and is
+added on top of A there, which errs on the safe side):
 
-The optimizer step's own temporaries (foreach scratch) come after backward has freed the activations,
-so the step peak is model_state + transient, below the forward/backward peak for any real batch; they
-are not added. ZeRO-3's gathered layer (one block's parameters at a time) is not added either.
+    DDP        P + G + S + max(A, T)       <= usable   -> 1, or None (replicas never shrink)
+    ZeRO-1     P + G + (S + T)/N + A       <= usable   -> N = ceil((S + T) / (usable - A - P - G))
+    ZeRO-2     P + (G + S + T)/N + A       <= usable   -> N = ceil((G + S + T) / (usable - A - P))
+    ZeRO-3     (P + G + S + T)/N + A       <= usable   -> N = ceil((P + G + S + T) / (usable - A))   (= FSDP)
+
+ZeRO-3's gathered layer (one block's parameters at a time) and communication buffers are not added.
 """
 
 from __future__ import annotations
@@ -51,7 +55,7 @@ class PlanRow:
     """One (optimizer, precision, GPU) cell of the plan. Bytes are ints; None means "no count works"."""
 
     optimizer: str
-    impl: str | None
+    impl: str | None  # the implementation planned (adamw: foreach, as torch runs it on CUDA)
     precision: str
     gpu: str
     gpu_label: str
@@ -63,6 +67,7 @@ class PlanRow:
     state_bytes: int
     model_state_bytes: int
     activation_bytes: int
+    step_transient_bytes: int
     total_bytes: int
     fits: bool
     max_batch_size: int
@@ -70,7 +75,7 @@ class PlanRow:
 
 
 def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_bytes: int,
-                usable_bytes: int) -> dict[str, int | None]:
+                usable_bytes: int, transient_bytes: int = 0) -> dict[str, int | None]:
     """Smallest GPU count per strategy (see the module docstring); None when no count fits."""
 
     def shards(sharded: int, replicated: int) -> int | None:
@@ -79,12 +84,13 @@ def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_
             return None
         return max(1, math.ceil(sharded / room))
 
-    ddp = 1 if param_bytes + grad_bytes + state_bytes + activation_bytes <= usable_bytes else None
+    t = transient_bytes
+    whole = param_bytes + grad_bytes + state_bytes + max(activation_bytes, t)
     return {
-        "ddp": ddp,
-        "zero1": shards(state_bytes, param_bytes + grad_bytes),
-        "zero2": shards(grad_bytes + state_bytes, param_bytes),
-        "zero3": shards(param_bytes + grad_bytes + state_bytes, 0),
+        "ddp": 1 if whole <= usable_bytes else None,
+        "zero1": shards(state_bytes + t, param_bytes + grad_bytes),
+        "zero2": shards(grad_bytes + state_bytes + t, param_bytes),
+        "zero3": shards(param_bytes + grad_bytes + state_bytes + t, 0),
     }
 
 
@@ -132,72 +138,88 @@ def _bisect(activation: Callable[[int], int], room_bytes: int, good: int, bad: i
     return good
 
 
+# torch picks foreach for AdamW when every tensor is on CUDA; the fake trace runs on CPU (loop).
+GPU_DEFAULT = {"adamw": "adamw-foreach"}
+
+
 def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable[[int], int]:
     """A cached ``batch -> activation bytes`` from the fake-tensor estimate."""
     from . import estimate
+    from .precision import resolve_precision
 
+    prec = resolve_precision(precision)
     cache: dict[int, int] = {}
 
     def activation(batch_size: int) -> int:
         if batch_size not in cache:
-            cache[batch_size] = int(estimate.activation_bytes(model_spec, precision, batch_size, seq_len))
+            cache[batch_size] = int(estimate.activation_bytes(model_spec, prec, batch_size, seq_len))
         return cache[batch_size]
 
     return activation
 
 
-def _state_sizes(model_spec, precision: str, optimizers: list[str], seq_len: int) -> tuple[dict, list[dict]]:
-    """Exact params/grads/state bytes per optimizer from the meta sizing (no activation estimate)."""
-    from .results import ProfileSpec
-    from .sizing import profile_meta
+def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
+    """Exact params, grads, state and step transient of ``optimizer`` (a fake-tensor step), as a dict."""
+    from . import estimate
+    from .precision import resolve_precision
 
-    spec = ProfileSpec(model=model_spec.name, precision=precision, device="meta", batch_size=1, seq_len=seq_len)
-    doc = profile_meta(spec, model_spec, list(optimizers), estimate=False)
-    return doc["model"], doc["runs"]
+    prec = resolve_precision(precision)
+    trace = estimate.trace_step(model_spec, prec, GPU_DEFAULT.get(optimizer, optimizer))
+    param_bytes = estimate._param_bytes(model_spec, prec)
+    return {"impl": trace.impl, "param_bytes": param_bytes, "grad_bytes": param_bytes,
+            "state_bytes": trace.state_bytes, "step_transient_bytes": trace.step_transient_bytes}
+
+
+def model_info(model_spec) -> dict:
+    """Name, family, parameter count and tensor count (a meta build: allocates nothing)."""
+    from .models import build_model
+
+    model = build_model(model_spec, device="meta")
+    params = list(model.parameters())
+    return {"name": model_spec.name, "family": model_spec.family, "params": sum(p.numel() for p in params),
+            "param_tensors": len(params)}
 
 
 def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, seq_len: int = 512,
               context_bytes: int = CONTEXT_BYTES,
               activation_fn: Callable[[Any, str, int], Callable[[int], int]] | None = None,
-              state_fn: Callable[..., tuple[dict, list[dict]]] | None = None) -> tuple[dict, list[PlanRow]]:
-    """The plan for resolved inputs: (model info, rows). ``gpus`` are ``gpus.GPU`` records.
+              step_fn: Callable[[Any, str, str], dict] | None = None) -> list[PlanRow]:
+    """The plan rows for resolved inputs. ``gpus`` are ``gpus.GPU`` records.
 
     ``activation_fn(model_spec, precision, seq_len)`` returns a ``batch -> bytes`` function and
-    ``state_fn(model_spec, precision, optimizers, seq_len)`` the sizing's (model, runs); both default to
-    the real estimators and are parameters so tests can plan without tracing a model.
+    ``step_fn(model_spec, precision, optimizer)`` a dict of impl, param/grad/state/step_transient bytes;
+    both default to the fake-tensor estimators and are parameters so tests can plan without tracing.
     """
     activation_fn = activation_fn or _default_activation_fn
-    state_fn = state_fn or _state_sizes
+    step_fn = step_fn or _default_step_fn
     rows: list[PlanRow] = []
-    model_info: dict = {}
     for precision in precisions:
-        model_info, runs = state_fn(model_spec, precision, list(optimizers), seq_len)
         activation = activation_fn(model_spec, precision, seq_len)
         act = activation(batch_size)
-        for run in runs:
-            if run.get("status") != "ok" or not run.get("memory"):
-                raise BadInput(f"cannot size optimizer '{run.get('optimizer')}': {run.get('error') or run.get('status')}")
-            mem = run["memory"]
-            p, g, s = int(mem["param_bytes"]), int(mem["grad_bytes"]), int(mem["state_bytes"])
+        for optimizer in optimizers:
+            sizes = step_fn(model_spec, precision, optimizer)
+            p, g, s = sizes["param_bytes"], sizes["grad_bytes"], sizes["state_bytes"]
+            t = sizes.get("step_transient_bytes") or 0
             states = p + g + s
             for gpu in gpus:
                 usable = gpu.memory_bytes - context_bytes
-                total = states + act + context_bytes
+                total = states + max(act, t) + context_bytes
+                room = usable - states
                 rows.append(PlanRow(
-                    optimizer=run["optimizer"], impl=run.get("impl"), precision=precision,
+                    optimizer=optimizer, impl=sizes.get("impl"), precision=precision,
                     gpu=gpu.name, gpu_label=gpu.label, gpu_memory_bytes=gpu.memory_bytes, usable_bytes=usable,
                     context_bytes=context_bytes, param_bytes=p, grad_bytes=g, state_bytes=s,
-                    model_state_bytes=states, activation_bytes=act, total_bytes=total,
+                    model_state_bytes=states, activation_bytes=act, step_transient_bytes=t, total_bytes=total,
                     fits=total <= gpu.memory_bytes,
-                    max_batch_size=max_batch_size(activation, usable - states),
-                    gpus_needed=gpus_needed(p, g, s, act, usable),
+                    max_batch_size=max_batch_size(activation, room) if t <= room else 0,
+                    gpus_needed=gpus_needed(p, g, s, act, usable, t),
                 ))
-    return model_info, rows
+    return rows
 
 
 def plan_document(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
                   batch_size: int = 1, seq_len: int = 512, context_bytes: int = CONTEXT_BYTES,
-                  activation_fn=None, state_fn=None) -> dict:
+                  activation_fn=None, step_fn=None) -> dict:
     """Resolve names (BadInput for unknown ones) and return the ``kind: "plan"`` document."""
     from .gpus import resolve_gpu
     from .models import resolve_model
@@ -217,19 +239,20 @@ def plan_document(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, 
         resolve_optimizer(o)
     gpu_records = list({g.name: g for g in (resolve_gpu(n) for n in (gpus or DEFAULT_GPUS))}.values())
     model_spec = resolve_model(model)
-    model_info, rows = plan_rows(model_spec, precisions, gpu_records, optimizers, batch_size=batch_size,
-                                 seq_len=seq_len, context_bytes=context_bytes, activation_fn=activation_fn,
-                                 state_fn=state_fn)
+    rows = plan_rows(model_spec, precisions, gpu_records, optimizers, batch_size=batch_size, seq_len=seq_len,
+                     context_bytes=context_bytes, activation_fn=activation_fn, step_fn=step_fn)
     spec = {"model": model_spec.name, "precisions": precisions, "gpus": [g.name for g in gpu_records],
             "optimizers": optimizers, "batch_size": batch_size, "seq_len": seq_len, "device": "meta"}
     body = {
-        "model": model_info,
+        "model": model_info(model_spec),
         "assumptions": {
             "context_bytes": context_bytes,
-            "activation_source": "fake",
+            "source": "fake",
+            "total_bytes": "model_state_bytes + max(activation_bytes, step_transient_bytes) + context_bytes",
             "usable_bytes": "gpu_memory_bytes - context_bytes",
             "gpus_needed": "smallest N with per-GPU bytes <= usable_bytes, one micro-batch of batch_size "
-                           "per GPU; null when no N fits",
+                           "per GPU; null when no N fits (formulas: sgdsai_cli/plan.py, README)",
+            "gpu_defaults": dict(GPU_DEFAULT),
             "max_batch_size_limit": MAX_BATCH_LIMIT,
         },
         "rows": [asdict(r) for r in rows],
@@ -268,14 +291,16 @@ def plan_table_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells (GiB) shared by the rich table and the Markdown/HTML report."""
     from .units import fmt_gib
 
-    header = ["optimizer", "precision", "gpu", "usable GiB", "states GiB", "activations GiB", "total GiB", "fits",
+    header = ["optimizer", "precision", "gpu", "usable", "states", "activ.", "step tmp", "total", "fits",
               "max batch", "DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3"]
     cells = []
     for r in doc.get("rows", []):
         need = r.get("gpus_needed") or {}
         cells.append([
-            r["optimizer"], r["precision"], r["gpu"], fmt_gib(r["usable_bytes"]), fmt_gib(r["model_state_bytes"]),
-            fmt_gib(r["activation_bytes"]), fmt_gib(r["total_bytes"]), "yes" if r["fits"] else "no",
+            f"{r['optimizer']}/{r['impl']}" if r.get("impl") else r["optimizer"], r["precision"], r["gpu"],
+            fmt_gib(r["usable_bytes"]), fmt_gib(r["model_state_bytes"]),
+            fmt_gib(r["activation_bytes"]), fmt_gib(r.get("step_transient_bytes") or 0), fmt_gib(r["total_bytes"]),
+            "yes" if r["fits"] else "no",
             _batch(r.get("max_batch_size")), *(_count(need.get(k)) for k in STRATEGIES),
         ])
     return header, cells
@@ -286,7 +311,7 @@ def plan_title(doc: dict) -> str:
     ctx = (doc.get("assumptions") or {}).get("context_bytes")
     ctx_text = f", CUDA context allowance {ctx / GiB:g} GiB" if ctx is not None else ""
     return (f"plan: {spec.get('model')}, batch {spec.get('batch_size')} x seq {spec.get('seq_len')}"
-            f"{ctx_text}; GPUs needed per strategy")
+            f"{ctx_text}; sizes in GiB")
 
 
 def plan_table(doc: dict):
@@ -299,7 +324,7 @@ def plan_table(doc: dict):
         table.add_column(name, justify="left" if i < 3 else "right", no_wrap=True)
     for row in cells:
         row = list(row)
-        row[7] = "[green]yes[/]" if row[7] == "yes" else "[red]no[/]"
+        row[8] = "[green]yes[/]" if row[8] == "yes" else "[red]no[/]"
         table.add_row(*row)
     return table
 

@@ -80,17 +80,16 @@ def test_max_batch_size_linear_costs_few_calls():
     assert len(set(calls)) <= 3
 
 
-def fake_states(bytes_per_param_state):
-    """A state_fn: fp32 params and grads of 1000 parameters, state per optimizer as given."""
+def fake_steps(bytes_per_param_state, transient=None):
+    """A step_fn: params and grads of 1000 parameters, state (and step transient) per optimizer as given."""
 
-    def state_fn(model_spec, precision, optimizers, seq_len):
+    def step_fn(model_spec, precision, optimizer):
         width = 4 if precision == "fp32" else 2
-        runs = [{"optimizer": o, "impl": "loop", "status": "ok",
-                 "memory": {"param_bytes": width * 1000, "grad_bytes": width * 1000,
-                            "state_bytes": bytes_per_param_state[o] * width * 1000}} for o in optimizers]
-        return {"name": model_spec.name, "params": 1000}, runs
+        return {"impl": "loop", "param_bytes": width * 1000, "grad_bytes": width * 1000,
+                "state_bytes": bytes_per_param_state[optimizer] * width * 1000,
+                "step_transient_bytes": (transient or {}).get(optimizer, 0)}
 
-    return state_fn
+    return step_fn
 
 
 def fake_activation(per_sample):
@@ -101,8 +100,8 @@ def test_plan_rows_with_fakes():
     from sgdsai_cli.models import resolve_model
 
     gpus = [GPU("small", "small", CONTEXT_BYTES + 20_000), GPU("big", "big", CONTEXT_BYTES + 100_000)]
-    _, rows = plan_rows(resolve_model("tiny-gpt2"), ["fp32", "bf16"], gpus, ["sgdsai", "adamw"], batch_size=2,
-                        activation_fn=fake_activation(1000), state_fn=fake_states({"sgdsai": 1, "adamw": 2}))
+    rows = plan_rows(resolve_model("tiny-gpt2"), ["fp32", "bf16"], gpus, ["sgdsai", "adamw"], batch_size=2,
+                     activation_fn=fake_activation(1000), step_fn=fake_steps({"sgdsai": 1, "adamw": 2}))
     table = {(r.optimizer, r.precision, r.gpu): r for r in rows}
     assert len(rows) == 8
     r = table[("adamw", "fp32", "small")]
@@ -113,6 +112,31 @@ def test_plan_rows_with_fakes():
     assert r.max_batch_size == 8
     assert table[("adamw", "bf16", "big")].max_batch_size == 92
     assert r.gpus_needed == {"ddp": 1, "zero1": 1, "zero2": 1, "zero3": 1}
+
+
+@pytest.mark.parametrize(
+    ("transient", "total", "fits", "max_batch"),
+    [
+        (0, 18_000, True, 4),  # no step temporaries: states + activations of batch 2
+        (1_500, 18_000, True, 4),  # below the activations: hidden by them
+        (3_000, 19_000, True, 4),  # above: the step sets the peak, batches still fit beside it
+        (4_500, 20_500, False, 0),  # the step alone overflows the card whatever the batch
+    ],
+)
+def test_step_transient_counts_against_activations(transient, total, fits, max_batch):
+    from sgdsai_cli.models import resolve_model
+
+    gpu = GPU("small", "small", CONTEXT_BYTES + 20_000)
+    [r] = plan_rows(resolve_model("tiny-gpt2"), ["fp32"], [gpu], ["adamw"], batch_size=2,
+                    activation_fn=fake_activation(1000), step_fn=fake_steps({"adamw": 2}, {"adamw": transient}))
+    assert r.total_bytes - CONTEXT_BYTES == total
+    assert (r.fits, r.max_batch_size) == (fits, max_batch)
+
+
+def test_gpus_needed_with_transient():
+    # P=G=10, S=20, A=5, T=20, usable 40: DDP 40+20=60 no; ZeRO-1 (20+20)/(40-5-20)=2.67->3;
+    # ZeRO-2 (10+20+20)/(40-5-10)=2; ZeRO-3 60/35 -> 2
+    assert gpus_needed(10, 10, 20, 5, 40, 20) == {"ddp": None, "zero1": 3, "zero2": 2, "zero3": 2}
 
 
 def test_plan_rejects_bad_names():
@@ -126,8 +150,7 @@ def test_plan_rejects_bad_names():
 
 @pytest.fixture(scope="module")
 def llama_plan():
-    """The real meta sizing of llama2-7b (exact states); a stand-in activation of 2 GiB per sample."""
-    pytest.importorskip("sgdsai_cli.sizing")
+    """The real (fake-tensor) step of llama2-7b: exact states; a stand-in activation of 2 GiB per sample."""
     return plan_document("llama2-7b", precisions=["fp32", "bf16"], gpus=["h100-80gb", "h200-141gb"],
                          optimizers=["sgdsai", "adamw"], activation_fn=fake_activation(2 * GiB))
 
@@ -142,6 +165,8 @@ def test_llama2_7b_fp32_adamw_needs_two_h100s(llama_plan):
     assert round(r["model_state_bytes"] / GB, 1) == 107.8
     assert r["fits"] is False
     assert r["max_batch_size"] == 0
+    assert r["impl"] == "foreach"  # torch's default for AdamW on CUDA
+    assert r["step_transient_bytes"] == 4 * P7B  # foreach sqrt(exp_avg_sq): a full-size copy
     assert r["gpus_needed"]["ddp"] is None
     assert r["gpus_needed"]["zero3"] >= 2
     assert _row(llama_plan, "adamw", "fp32", "h200-141gb")["fits"] is True
@@ -167,7 +192,8 @@ def test_plan_document_schema(llama_plan):
         assert {"optimizer", "precision", "gpu", "gpu_memory_bytes", "model_state_bytes", "activation_bytes",
                 "total_bytes", "fits", "max_batch_size", "gpus_needed"} <= set(r)
         assert set(r["gpus_needed"]) == {"ddp", "zero1", "zero2", "zero3"}
-        assert r["total_bytes"] == r["model_state_bytes"] + r["activation_bytes"] + CONTEXT_BYTES
+        assert r["total_bytes"] == (r["model_state_bytes"] + max(r["activation_bytes"], r["step_transient_bytes"])
+                                + CONTEXT_BYTES)
     frame = plan_frame(llama_plan)
     assert list(frame["gpus_zero3"])[:2] == [r["gpus_needed"]["zero3"] for r in llama_plan["rows"][:2]]
     header, cells = plan_table_rows(llama_plan)

@@ -71,13 +71,22 @@ def plan_command(
     if output_format == "json":
         print(dumps(doc))
         return
-    console = stdout()
+    console = wide_console()
     console.print(plan_table(doc))
-    console.print("states = params + grads + optimizer state (exact, meta sizing); activations = fake-tensor "
-                  "estimate; GPUs needed: smallest count whose per-GPU share fits, '-' = none does.",
-                  highlight=False, markup=False)
+    console.print("states = params + grads + optimizer state (exact); activ. = activation peak of forward + "
+                  "backward (fake-tensor estimate);\nstep tmp = optimizer.step() temporaries; total = states + "
+                  "max(activ., step tmp) + context allowance;\nDDP/ZeRO-1/2/3 = GPUs needed with one micro-batch "
+                  "each, '-' = no count fits. Formulas: README, sgdsai_cli/plan.py.", highlight=False, markup=False)
     for path in ([json_path] if json_path else []) + written:
         console.print(f"wrote {path}", highlight=False, markup=False)
+
+
+def wide_console(width: int = 150):
+    """stdout console that is not squeezed to 80 columns when piped (CI logs, files)."""
+    console = stdout()
+    if not console.is_terminal:
+        console.width = max(console.width, width)
+    return console
 
 
 def _positive_int(option: str, text: str) -> int:
