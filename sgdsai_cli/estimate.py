@@ -1,0 +1,488 @@
+"""Training-step memory estimate without a GPU: an exact allocation trace over fake tensors.
+
+One forward, backward and optimizer step run under ``FakeTensorMode`` (tensors with shapes,
+dtypes and devices but no data), with CPU as the fake device so that the kernels chosen are real
+ones (scaled-dot-product attention takes the flash path that keeps O(S) memory, as on a GPU;
+the meta device would pick the math path and its [B, H, S, S] score matrix). A
+``TorchDispatchMode`` (``_Tracker``) sees every op: each output storage that is not one of the
+op's inputs is an allocation (its ``nbytes``), and a weak reference on the storage object reports
+its free. Live bytes and their peak are therefore exact for the op sequence PyTorch runs, before
+the CUDA caching allocator's rounding (blocks of 512 bytes and larger segments) and without the
+CUDA context (about 0.3-0.6 GiB per process): a real run adds both.
+
+What is reported (all bytes):
+
+- ``activation_peak_bytes``: the peak, during forward and backward, of everything that is not a
+  parameter, optimizer state or an accumulated gradient: saved activations, temporaries, the
+  batch, autocast's cached low-precision weight copies (amp precisions).
+- ``forward_backward_peak_bytes``: the same peak with the gradients accumulated so far included
+  (gradients appear during backward while activations are freed).
+- ``step_transient_bytes``: what ``optimizer.step()`` allocates on top of parameters, gradients
+  and its own state: ``max(first-step peak, state + steady-step peak) - state``. Foreach AdamW's
+  ``_foreach_sqrt(exp_avg_sq)`` makes a full-size copy of the second moments (as large as all
+  parameters); fused AdamW and SGDSaI allocate (almost) nothing.
+- ``peak_bytes``: the steady-state step's peak, gradients set to None by ``zero_grad()``:
+  ``params + state + max(forward_backward_peak, grads + step_transient)``.
+
+Depth: a model's repeated blocks (``models.decoder_layers``) are identical modules that run the
+same ops, so a model of L > 3 layers is traced at depth 3 only and the timeline is extended
+exactly, not fitted. Markers cut the trace into segments: before the blocks, the forward of
+block 0, 1, 2, the head and loss, the backward of block 2, 1, 0, and the rest. Each segment
+records its start, its highest point and its net change of live bytes. The L-layer timeline is
+the same sequence with the middle segments (forward and backward of block 1) repeated L - 2
+times; a segment repeated n times with net change d peaks at ``start + rise + (n - 1) * max(d, 0)``.
+The tests check this against a full trace of deeper tiny models (equal to the byte).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import weakref
+from dataclasses import dataclass, field
+
+import torch
+
+from .precision import Precision
+
+# Depth traced for models with more layers: first, one middle and last block.
+TRACE_DEPTH = 3
+
+
+@dataclass
+class _Segment:
+    label: str
+    start_live: int
+    start_act: int
+    max_live: int
+    max_act: int
+    end_live: int = 0
+    end_act: int = 0
+    freed_by_origin: dict[str, int] = field(default_factory=dict)  # bytes freed here, by allocating segment
+
+
+class _Tracker(torch.utils._python_dispatch.TorchDispatchMode):
+    """Live storage bytes allocated while the mode is active (exact, per op), in segments.
+
+    ``live``: bytes of storages created under the mode and still alive. ``grad_bytes``: the part
+    of ``live`` that is accumulated ``.grad`` (reported by ``note_grad``); ``act`` = live - grads.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.grad_bytes = 0
+        self.peak = 0
+        self.act_peak = 0
+        self.ops = 0
+        self._refs: dict[int, tuple[weakref.ref, str]] = {}
+        self.segments: list[_Segment] = []
+        self._seg = _Segment("start", 0, 0, 0, 0)
+
+    # -- allocation bookkeeping
+    def _freed(self, key: int, nbytes: int):
+        def callback(_ref) -> None:
+            entry = self._refs.pop(key, None)
+            if entry is not None:
+                self.live -= nbytes
+                freed = self._seg.freed_by_origin
+                freed[entry[1]] = freed.get(entry[1], 0) + nbytes
+
+        return callback
+
+    def _add(self, storage) -> None:
+        key = storage._cdata
+        if key in self._refs:
+            return
+        nbytes = storage.nbytes()
+        self._refs[key] = (weakref.ref(storage, self._freed(key, nbytes)), self._seg.label)
+        self.live += nbytes
+        act = self.live - self.grad_bytes
+        self.peak = max(self.peak, self.live)
+        self.act_peak = max(self.act_peak, act)
+        seg = self._seg
+        seg.max_live = max(seg.max_live, self.live)
+        seg.max_act = max(seg.max_act, act)
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        self.ops += 1
+        out = func(*args, **kwargs)
+        inputs = {
+            t.untyped_storage()._cdata
+            for t in torch.utils._pytree.tree_leaves((args, kwargs))
+            if isinstance(t, torch.Tensor)
+        }
+        for t in torch.utils._pytree.tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                st = t.untyped_storage()
+                if st._cdata not in inputs:
+                    self._add(st)
+        return out
+
+    # -- gradients and segments
+    def note_grad(self, nbytes: int) -> None:
+        """A parameter's gradient (``nbytes``, already live) was accumulated: it is no activation now."""
+        self.grad_bytes += nbytes
+
+    def mark(self, label: str) -> None:
+        """Close the current segment and open ``label`` at the current live bytes."""
+        seg = self._seg
+        seg.end_live, seg.end_act = self.live, self.live - self.grad_bytes
+        self.segments.append(seg)
+        act = self.live - self.grad_bytes
+        self._seg = _Segment(label, self.live, act, self.live, act)
+
+    def close(self) -> list[_Segment]:
+        self.mark("end")
+        return [s for s in self.segments if s.label != "start" or s.max_live or s.end_live]
+
+
+@dataclass(frozen=True)
+class ForwardBackwardTrace:
+    """Forward + backward of one batch: peaks relative to the model states alive before it."""
+
+    activation_peak_bytes: int
+    forward_backward_peak_bytes: int
+    layers: int  # blocks in the model
+    traced_layers: int  # blocks actually traced (TRACE_DEPTH for deeper models)
+    ops: int  # ops dispatched in the trace
+    seconds: float
+
+
+@dataclass(frozen=True)
+class StepTrace:
+    """Two optimizer steps over fake parameters with gradients."""
+
+    impl: str | None
+    state_bytes: int
+    first_step_peak_bytes: int  # above params + grads, state created during the step included
+    steady_step_peak_bytes: int  # above params + grads + state
+    step_transient_bytes: int
+    scalar_reads: int  # Tensor.item() calls answered with 1 (see SymbolicScalars)
+    seconds: float
+
+
+@dataclass
+class StepEstimate:
+    """The estimate of one training step for one optimizer (bytes)."""
+
+    optimizer: str
+    impl: str | None
+    precision: str
+    batch_size: int
+    seq_len: int
+    param_bytes: int
+    grad_bytes: int
+    state_bytes: int
+    activation_peak_bytes: int
+    forward_backward_peak_bytes: int
+    step_transient_bytes: int
+    peak_bytes: int
+    details: dict = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------------------------
+# building fake models
+
+
+def _layers_field(config) -> str:
+    return "n_layer" if hasattr(config, "n_layer") else "n_layers"
+
+
+def model_depth(model_spec) -> int:
+    return getattr(model_spec.config, _layers_field(model_spec.config))
+
+
+def with_depth(model_spec, depth: int):
+    """The same model with ``depth`` repeated blocks (everything else unchanged)."""
+    cfg = dataclasses.replace(model_spec.config, **{_layers_field(model_spec.config): depth})
+    return dataclasses.replace(model_spec, config=cfg, params=None)
+
+
+def _fake_mode():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return FakeTensorMode(allow_non_fake_inputs=False)
+
+
+def _build_fake(model_spec, dtype: torch.dtype, fake_mode):
+    from . import models
+
+    with fake_mode:
+        return models.build_model(model_spec, device="cpu", dtype=dtype)
+
+
+def _autocast(precision: Precision):
+    import contextlib
+
+    if precision.autocast_dtype is None:
+        return contextlib.nullcontext()
+    # fake tensors live on the CPU device: CPU autocast casts to bf16 and fp16 like CUDA's does
+    return torch.autocast("cpu", dtype=precision.autocast_dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# forward + backward
+
+
+def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int, depth: int):
+    """Trace forward + backward of ``model_spec`` at ``depth`` blocks; return (segments, tracker)."""
+    from . import models
+
+    spec = with_depth(model_spec, depth) if depth != model_depth(model_spec) else model_spec
+    fake_mode = _fake_mode()
+    model = _build_fake(spec, precision.param_dtype, fake_mode)
+    tracker = _Tracker()
+    handles = []
+    counted: set[int] = set()
+
+    def grad_hook(p) -> None:
+        if id(p) not in counted:
+            counted.add(id(p))
+            tracker.note_grad(p.grad.untyped_storage().nbytes())
+
+    for p in model.parameters():
+        handles.append(p.register_post_accumulate_grad_hook(grad_hook))
+    layers = models.decoder_layers(model)
+    n = len(layers)
+
+    def pre_hook(k):
+        def hook(module, args):
+            tracker.mark(f"F{k}")
+            if k == 0 and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
+                args[0].register_hook(lambda g: tracker.mark("post"))
+
+        return hook
+
+    def post_hook(k):
+        def hook(module, args, out):
+            if k == n - 1:
+                tracker.mark("epi")
+            # fires when the gradient of this block's output is complete, i.e. before its backward
+            out.register_hook(lambda g: tracker.mark(f"B{k}"))
+
+        return hook
+
+    for k, layer in enumerate(layers):
+        handles.append(layer.register_forward_pre_hook(pre_hook(k)))
+        handles.append(layer.register_forward_hook(post_hook(k)))
+    with fake_mode, tracker:
+        tracker.mark("pre")
+        batch = models.make_batch(spec, batch_size, seq_len, device="cpu")
+        with _autocast(precision):
+            loss = models.training_loss(spec, model, batch)
+            tracker.mark("exit")  # leaving autocast frees its cache of low-precision weight copies
+        tracker.mark("loss")
+        loss.backward()
+        del loss, batch
+    for h in handles:
+        h.remove()
+    return tracker.close(), tracker
+
+
+def _extend(segments: list[_Segment], traced: int, layers: int) -> tuple[int, int]:
+    """Peak live and peak activation bytes of the ``layers``-block timeline from a ``traced``-block trace.
+
+    The middle blocks' segments ("F1", "B1") repeat ``layers - 2`` times. Leaving autocast ("exit")
+    frees the cached weight copies of every block at once: there, bytes allocated in "F1" are
+    freed ``layers - 2`` times over. Every other free is matched one to one by the repetition.
+    """
+    extend = layers > traced
+    times = {"F1": layers - 2, "B1": layers - 2} if extend else {}
+    live = act = peak = act_peak = 0
+    for s in segments:
+        n = times.get(s.label, 1)
+        if n <= 0:
+            continue
+        d_live, d_act = s.end_live - s.start_live, s.end_act - s.start_act
+        if s.label == "exit" and extend:
+            extra = s.freed_by_origin.get("F1", 0) * (layers - 3)
+            d_live, d_act = d_live - extra, d_act - extra
+        peak = max(peak, live + (s.max_live - s.start_live) + (n - 1) * max(d_live, 0))
+        act_peak = max(act_peak, act + (s.max_act - s.start_act) + (n - 1) * max(d_act, 0))
+        live += n * d_live
+        act += n * d_act
+    return peak, act_peak
+
+
+@functools.lru_cache(maxsize=64)
+def trace_forward_backward(model_spec, precision: Precision, batch_size: int, seq_len: int,
+                           extrapolate: bool = True) -> ForwardBackwardTrace:
+    """Exact forward + backward memory trace (see the module docstring); cached per arguments."""
+    t0 = time.perf_counter()
+    layers = model_depth(model_spec)
+    depth = min(layers, TRACE_DEPTH) if extrapolate else layers
+    segments, tracker = _trace_model(model_spec, precision, batch_size, seq_len, depth)
+    peak, act_peak = _extend(segments, depth, layers)
+    return ForwardBackwardTrace(
+        activation_peak_bytes=act_peak,
+        forward_backward_peak_bytes=peak,
+        layers=layers,
+        traced_layers=depth,
+        ops=tracker.ops,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def activation_bytes(model_spec, precision: Precision, batch_size: int, seq_len: int) -> int:
+    """Peak activation bytes of one forward + backward (cached; a depth-3 trace, ~0.1-1 s)."""
+    return trace_forward_backward(model_spec, precision, batch_size, seq_len).activation_peak_bytes
+
+
+# ----------------------------------------------------------------------------------------------
+# optimizer step
+
+
+def _unique_storage_bytes(tensors) -> int:
+    seen: dict[int, int] = {}
+    for t in tensors:
+        st = t.untyped_storage()
+        seen.setdefault(st._cdata, st.nbytes())
+    return sum(seen.values())
+
+
+def _state_tensors(optimizer):
+    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
+
+
+class SymbolicScalars(torch.utils._python_dispatch.TorchDispatchMode):
+    """Answer ``Tensor.item()`` on meta and fake tensors with 1 (they have no values), counting reads.
+
+    Some optimizers read a scalar on the host (Adafactor's step count and norms, the official
+    SGD-SaI's tensor ``alpha``). Their memory does not depend on the value, so sizing and tracing
+    go on with 1 (``True`` for bool) and the row says how many values were invented.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and _symbolic(args[0]):
+            self.reads += 1
+            t = args[0]
+            return True if t.dtype == torch.bool else 1.0 if (t.is_floating_point() or t.is_complex()) else 1
+        return func(*args, **(kwargs or {}))
+
+
+def _symbolic(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return t.device.type == "meta" or is_fake(t)
+
+
+def quiet_step(optimizer, scalars: SymbolicScalars) -> None:
+    """``optimizer.step()`` with symbolic scalar reads answered and stdout swallowed (the official
+    SGD-SaI prints on its first step; the core never prints)."""
+    import contextlib
+    import io
+
+    with contextlib.redirect_stdout(io.StringIO()), scalars:
+        optimizer.step()
+
+
+def use_cuda_default_path(optimizer) -> str:
+    """Make ``optimizer`` take the path it would take with every tensor on CUDA; return that impl.
+
+    On CUDA, torch optimizers left at ``foreach=None`` (not fused) run foreach, and SGDSaI's
+    ``impl="auto"`` runs foreach; on CPU, meta or fake tensors both default to the per-tensor loop.
+    Sizing and estimates describe a GPU run, so they set the CUDA choice explicitly.
+    """
+    from .optim import SGDSaI
+
+    if isinstance(optimizer, SGDSaI):
+        if optimizer.impl == "auto":
+            optimizer.impl = "foreach"
+        return optimizer.impl
+    impls = set()
+    for group in optimizer.param_groups:
+        if group.get("fused"):
+            impls.add("fused")
+            continue
+        if "foreach" in group and group["foreach"] is None and not group.get("differentiable", False):
+            group["foreach"] = True
+        impls.add("foreach" if group.get("foreach") else "loop")
+    return impls.pop() if len(impls) == 1 else "mixed" if impls else "loop"
+
+
+@functools.lru_cache(maxsize=2)
+def _fake_model_with_grads(model_spec, dtype: torch.dtype):
+    """The full model as fake CPU tensors, every parameter with a fake gradient (shared by step traces)."""
+    fake_mode = _fake_mode()
+    model = _build_fake(model_spec, dtype, fake_mode)
+    with fake_mode:
+        for p in model.parameters():
+            p.grad = torch.empty_like(p)
+    return fake_mode, model
+
+
+@functools.lru_cache(maxsize=64)
+def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
+    """Two ``step()`` calls of ``optimizer`` over the full model's fake parameters and gradients."""
+    from .registry import build_optimizer
+
+    t0 = time.perf_counter()
+    fake_mode, model = _fake_model_with_grads(model_spec, precision.param_dtype)
+    with fake_mode:
+        opt, _ = build_optimizer(optimizer, model.parameters())
+        impl = use_cuda_default_path(opt)
+        scalars = SymbolicScalars()
+        first = _Tracker()
+        with first:
+            quiet_step(opt, scalars)
+        state_bytes = _unique_storage_bytes(_state_tensors(opt))
+        steady = _Tracker()
+        with steady:
+            quiet_step(opt, scalars)
+    del opt
+    transient = max(first.peak, state_bytes + steady.peak) - state_bytes
+    return StepTrace(
+        impl=impl,
+        state_bytes=state_bytes,
+        first_step_peak_bytes=first.peak,
+        steady_step_peak_bytes=steady.peak,
+        step_transient_bytes=transient,
+        scalar_reads=scalars.reads,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: int, seq_len: int) -> StepEstimate:
+    """Estimate one steady-state training step of ``optimizer`` (see the module docstring)."""
+    fb = trace_forward_backward(model_spec, precision, batch_size, seq_len)
+    st = trace_step(model_spec, precision, optimizer)
+    param_bytes = _param_bytes(model_spec, precision)
+    grad_bytes = param_bytes
+    peak = param_bytes + st.state_bytes + max(fb.forward_backward_peak_bytes, grad_bytes + st.step_transient_bytes)
+    return StepEstimate(
+        optimizer=optimizer,
+        impl=st.impl,
+        precision=precision.name,
+        batch_size=batch_size,
+        seq_len=seq_len,
+        param_bytes=param_bytes,
+        grad_bytes=grad_bytes,
+        state_bytes=st.state_bytes,
+        activation_peak_bytes=fb.activation_peak_bytes,
+        forward_backward_peak_bytes=fb.forward_backward_peak_bytes,
+        step_transient_bytes=st.step_transient_bytes,
+        peak_bytes=peak,
+        details={
+            "first_step_peak_bytes": st.first_step_peak_bytes,
+            "steady_step_peak_bytes": st.steady_step_peak_bytes,
+            "layers": fb.layers,
+            "traced_layers": fb.traced_layers,
+            "trace_ops": fb.ops,
+            "trace_seconds": round(fb.seconds + st.seconds, 3),
+        },
+    )
+
+
+@functools.lru_cache(maxsize=64)
+def _param_bytes(model_spec, precision: Precision) -> int:
+    from . import models
+
+    model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
+    return _unique_storage_bytes(model.parameters())

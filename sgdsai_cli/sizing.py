@@ -1,0 +1,168 @@
+"""Exact sizing on the meta device: parameters, gradients and each optimizer's state, in bytes.
+
+The model is built under ``torch.device("meta")`` (shapes and dtypes, no storage), every
+parameter gets a meta gradient, and each requested optimizer is constructed and its real
+``step()`` called once: optimizer state is created lazily by the first step, so reading
+``optimizer.state`` afterwards gives the bytes the optimizer itself allocates, per key, never a
+formula. Tensors are counted once per storage (tied parameters, shared state): meta tensors all
+have ``data_ptr() == 0``, so identity is the storage object (``untyped_storage()._cdata``).
+
+Optimizers take the path they would take on CUDA (``estimate.use_cuda_default_path``). Fused
+AdamW has no meta kernel: its state is sized by stepping the same AdamW through the foreach path,
+whose state (``step``, ``exp_avg``, ``exp_avg_sq``) is the same, and the row says so.
+
+With ``estimate=True`` each run also gets the fake-tensor trace of one training step
+(``estimate.estimate_step``): activation peak, step transient and estimated peak.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+
+from . import estimate as est
+from .errors import BadInput, EnvironmentUnavailable
+from .precision import Precision, resolve_precision
+from .registry import build_optimizer, resolve_optimizer
+from .results import MemoryResult, ModelInfo, ProfileSpec, RunResult, profile_document
+
+FUSED_NOTE = "fused AdamW cannot step on meta; state sized through the foreach path (same state)"
+META_DEVICE = {"type": "meta", "name": "meta", "total_memory_bytes": None, "uuid": None, "driver": None}
+
+
+def _storage_key(t: torch.Tensor) -> int:
+    return t.untyped_storage()._cdata
+
+
+def unique_bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (each shared storage counted once)."""
+    seen: dict[int, int] = {}
+    for t in tensors:
+        seen.setdefault(_storage_key(t), t.untyped_storage().nbytes())
+    return sum(seen.values())
+
+
+def state_bytes_by_key(optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """Bytes of ``optimizer.state`` tensors per state key, each storage counted once (first key wins)."""
+    seen: set[int] = set()
+    by_key: dict[str, int] = {}
+    for state in optimizer.state.values():
+        for key, value in state.items():
+            if not isinstance(value, torch.Tensor):
+                continue
+            k = _storage_key(value)
+            if k in seen:
+                continue
+            seen.add(k)
+            by_key[str(key)] = by_key.get(str(key), 0) + value.untyped_storage().nbytes()
+    return by_key
+
+
+def model_info(model: torch.nn.Module, model_spec, precision: Precision | str) -> ModelInfo:
+    """Counts and bytes of ``model``'s parameters (tied tensors once); gradients are the same size."""
+    params = list(model.parameters())  # de-duplicated by identity: a tied head appears once
+    param_bytes = unique_bytes(params)
+    return ModelInfo(
+        name=model_spec.name,
+        family=model_spec.family,
+        params=sum(p.numel() for p in params),
+        param_tensors=len(params),
+        param_bytes=param_bytes,
+        grad_bytes=param_bytes,
+    )
+
+
+def meta_model(model_spec, precision: Precision) -> torch.nn.Module:
+    """``model_spec`` on meta in the precision's parameter dtype, each parameter with a meta gradient."""
+    from .models import build_model
+
+    model = build_model(model_spec, device="meta", dtype=precision.param_dtype)
+    for p in model.parameters():
+        p.grad = torch.empty_like(p)
+    return model
+
+
+def size_optimizer(model: torch.nn.Module, optimizer: str) -> tuple[dict[str, int], str, str | None]:
+    """Step ``optimizer`` once over ``model`` (meta, with gradients); return (bytes by key, impl, note)."""
+    params = list(model.parameters())
+    opt, impl = build_optimizer(optimizer, params)
+    note = None
+    if impl == "fused":
+        for group in opt.param_groups:
+            group["fused"], group["foreach"] = False, True
+        use_impl = "foreach"
+        note = FUSED_NOTE
+    else:
+        use_impl = est.use_cuda_default_path(opt)
+    scalars = est.SymbolicScalars()
+    est.quiet_step(opt, scalars)
+    if scalars.reads:
+        note = "; ".join(filter(None, [note, f"meta tensors have no values: {scalars.reads} scalar reads "
+                                             "(Tensor.item) answered with 1 while sizing"]))
+    by_key = state_bytes_by_key(opt)
+    return by_key, (impl if impl == "fused" else use_impl), note
+
+
+def _error_text(e: BaseException) -> str:
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _run(model, model_spec, spec: ProfileSpec, precision: Precision, optimizer: str, estimate: bool,
+         info: ModelInfo) -> RunResult:
+    try:
+        by_key, impl, note = size_optimizer(model, optimizer)
+    except EnvironmentUnavailable as e:
+        return RunResult(optimizer=optimizer, impl=None, status="skipped", error=str(e))
+    except Exception as e:  # an optimizer that cannot step (needs a closure, sparse grads, ...)
+        return RunResult(optimizer=optimizer, impl=None, status="error", error=_error_text(e))
+    memory = MemoryResult(
+        source="fake" if estimate else "meta",
+        state_bytes=sum(by_key.values()),
+        state_bytes_by_key=by_key,
+        param_bytes=info.param_bytes,
+        grad_bytes=info.grad_bytes,
+    )
+    run = RunResult(optimizer=optimizer, impl=impl, status="ok", memory=memory, note=note)
+    if estimate:
+        try:
+            e = est.estimate_step(model_spec, precision, optimizer, spec.batch_size, spec.seq_len)
+        except BadInput:
+            raise
+        except Exception as exc:
+            run.note = "; ".join(filter(None, [note, f"no step estimate ({_error_text(exc)})"]))
+            return run
+        memory.activation_peak_bytes = e.activation_peak_bytes
+        memory.step_transient_bytes = e.step_transient_bytes
+        memory.estimated_peak_bytes = e.peak_bytes
+        memory.details = {"forward_backward_peak_bytes": e.forward_backward_peak_bytes, **e.details}
+    return run
+
+
+def profile_meta(spec: ProfileSpec, model_spec, optimizers: list[str], *, estimate: bool = True) -> dict:
+    """The full profile document (DESIGN.md section 4) of ``optimizers`` on ``model_spec``, from meta.
+
+    State, parameter and gradient bytes are exact from the meta device (memory.source "meta");
+    with ``estimate`` the fake-tensor step trace adds activation_peak_bytes, step_transient_bytes
+    and estimated_peak_bytes (memory.source "fake"). A run that fails becomes status "error".
+    """
+    precision = resolve_precision(spec.precision)
+    for name in optimizers:
+        resolve_optimizer(name)  # unknown names are bad input, before any work
+    if estimate:
+        _check_shape(model_spec, spec)
+    t0 = time.perf_counter()
+    model = meta_model(model_spec, precision)
+    info = model_info(model, model_spec, precision)
+    runs = [_run(model, model_spec, spec, precision, name, estimate, info) for name in optimizers]
+    doc = profile_document(spec, info, runs, device=dict(META_DEVICE))
+    doc["timing_s"] = {"total": round(time.perf_counter() - t0, 3)}
+    return doc
+
+
+def _check_shape(model_spec, spec: ProfileSpec) -> None:
+    """Batch shape problems are the user's (BadInput), raised before any tracing."""
+    from .models import make_batch
+
+    make_batch(model_spec, spec.batch_size, spec.seq_len, device="meta")
