@@ -152,15 +152,16 @@ def _make_tracker():
 
 
 def tensor_bytes(tensors) -> int:
-    """Bytes of distinct tensors (by storage address; a tensor at address 0 always counts)."""
+    """Bytes of the distinct storages behind ``tensors`` (views of one storage count once)."""
     seen: set[int] = set()
     total = 0
     for t in tensors:
-        ptr = t.data_ptr()
+        st = t.untyped_storage()
+        ptr = st.data_ptr()
         if ptr and ptr in seen:
             continue
         seen.add(ptr)
-        total += t.numel() * t.element_size()
+        total += st.nbytes()
     return total
 
 
@@ -287,6 +288,8 @@ class _Run:
         self.impl = None
         self.energy = (None, None)
         self.grad_bytes: int | None = None  # measured after the first backward
+        self.batch_bytes = 0
+        self.activation_probe: int | None = None  # from activation_probe_step (warmup >= 2)
 
     # -- phase bracketing -------------------------------------------------------------------
 
@@ -356,6 +359,7 @@ class _Run:
         self.model = build_model(self.model_spec, device=self.device, dtype=self.precision.param_dtype)
         gen = torch.Generator(device="cpu").manual_seed(self.spec.seed)
         self.batch = make_batch(self.model_spec, self.spec.batch_size, self.spec.seq_len, self.device, generator=gen)
+        self.batch_bytes = tensor_bytes(self.batch)
         self.optimizer, self.impl = build_optimizer(self.job["optimizer"], self.model.parameters())
 
     def _start_sampler(self) -> None:
@@ -394,6 +398,51 @@ class _Run:
             self.grad_bytes = tensor_bytes([p.grad for p in self.model.parameters() if p.grad is not None])
         self.run_phase("optimizer_step", self.optimizer.step, timed, record_memory)
         self.run_phase("zero_grad", lambda: self.optimizer.zero_grad(set_to_none=True), timed, record_memory)
+
+    def _read_reset_peak(self) -> int:
+        """Peak allocated bytes since the last reset, then reset (CUDA allocator or CPU tracker)."""
+        if self.is_cuda:
+            peak = self.torch.cuda.max_memory_allocated(self.idx)
+            self.torch.cuda.reset_peak_memory_stats(self.idx)
+            return peak
+        peak = self.tracker.peak
+        self.tracker.reset_peak()
+        return peak
+
+    def activation_probe_step(self) -> None:
+        """An untimed step that measures the activation peak as the estimate defines it.
+
+        Live bytes above parameters, optimizer state and the gradients accumulated so far: the
+        peak is read and reset at every gradient's post-accumulate hook, and each interval's
+        peak is taken less the gradients noted before it (a gradient counts as activation until
+        its hook fires, as in ``estimate._Tracker``).
+        """
+        params = list(self.model.parameters())
+        base = self._mem_now() - self.batch_bytes
+        acc = {"grads": 0, "act": 0}
+
+        def hook(p) -> None:
+            peak = self._read_reset_peak()
+            acc["act"] = max(acc["act"], peak - base - acc["grads"])
+            acc["grads"] += p.grad.untyped_storage().nbytes()
+
+        handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
+        try:
+            self._read_reset_peak()
+            self.phase = "forward"
+            loss = self._forward()
+            self.phase = "backward"
+            loss.backward()
+            del loss
+            acc["act"] = max(acc["act"], self._read_reset_peak() - base - acc["grads"])
+        finally:
+            for h in handles:
+                h.remove()
+        self.phase = "optimizer_step"
+        self.optimizer.step()
+        self.phase = "zero_grad"
+        self.optimizer.zero_grad(set_to_none=True)
+        self.activation_probe = acc["act"]
 
     def _collect_times(self) -> dict[str, float]:
         """Phase -> ms of everything timed since the last call (one synchronize on CUDA)."""
@@ -434,7 +483,10 @@ class _Run:
                 self.energy = (self.nvml.energy_mj() if self.nvml else None, None)
             timed = i == 0 or measured
             record_memory = self.is_cuda or (self.tracker is not None and self.tracker.active)
-            self.train_step(timed, record_memory)
+            if i == n_warm - 1 and i >= 1:  # the last warmup step, when it is not the first step
+                self.activation_probe_step()
+            else:
+                self.train_step(timed, record_memory)
             if i == 0:
                 self.first_step_ms = {p: v[0] for p, v in self._collect_times().items()}
             if self.progress:
@@ -464,16 +516,46 @@ class _Run:
             out[p] = summary
         return out
 
+    def _derived(self, grad_bytes: int | None, state_bytes: int | None) -> tuple:
+        """(activation peak, forward+backward peak, step transient) bytes from the phase records.
+
+        Over steady steps (step >= 1), ``base`` = allocated before forward less the batch
+        (parameters and optimizer state):
+        forward_backward_peak = max(forward peak, backward peak) - base (gradients included);
+        activation_peak = the probe step's figure (``activation_probe_step``) when there was one,
+        else max(forward peak - base, backward peak - base - all gradients), a lower bound where
+        backward peaks before its last gradient; step_transient = the optimizer step's
+        peak above what was allocated before it, the first step's less the state it created.
+        """
+        fwd = {r["step"]: r for r in self.mem["forward"]}
+        bwd = {r["step"]: r for r in self.mem["backward"]}
+        act = fbp = None
+        for step, f in fwd.items():
+            if step < 1 or step not in bwd:
+                continue
+            base = f["before_bytes"] - self.batch_bytes
+            peak = max(f["allocated_peak_bytes"], bwd[step]["allocated_peak_bytes"])
+            fbp = max(fbp or 0, peak - base)
+            a = max(f["allocated_peak_bytes"] - base, bwd[step]["allocated_peak_bytes"] - base - (grad_bytes or 0))
+            act = max(act or 0, a)
+        if self.activation_probe is not None:
+            act = self.activation_probe
+        transient = None
+        for r in self.mem["optimizer_step"]:
+            grown = r["allocated_peak_bytes"] - r["before_bytes"]
+            if r["step"] == 0:
+                if state_bytes is None:
+                    continue
+                grown -= state_bytes
+            transient = max(transient if transient is not None else grown, grown)
+        return act, fbp, transient
+
     def memory_result(self, status: str):
         from .results import MemoryResult
 
         params = list(self.model.parameters()) if self.model is not None else []
         by_key = state_bytes_by_key(self.optimizer) if self.optimizer is not None and status == "ok" else {}
         phases = self._phase_summary()
-
-        def grown(phase: str) -> int | None:
-            recs = [r for r in self.mem.get(phase, []) if r["step"] >= 1]
-            return max((r["allocated_peak_bytes"] - r["before_bytes"] for r in recs), default=None)
 
         details: dict[str, Any] = {"phases": phases}
         if self.is_cuda:
@@ -497,14 +579,19 @@ class _Run:
             if self.sampler.errors:
                 self.notes.extend(self.sampler.errors)
         grads = [p.grad for p in params if p.grad is not None]
+        grad_bytes = tensor_bytes(grads) if grads else self.grad_bytes
+        state_total = sum(by_key.values()) if by_key else None
+        act, fbp, transient = self._derived(grad_bytes, state_total)
+        if fbp is not None:
+            details["forward_backward_peak_bytes"] = fbp
         return MemoryResult(
             source="measured",
-            state_bytes=sum(by_key.values()) if by_key else None,
+            state_bytes=state_total,
             state_bytes_by_key=by_key,
             param_bytes=tensor_bytes(params) if params else None,
-            grad_bytes=tensor_bytes(grads) if grads else self.grad_bytes,
-            activation_peak_bytes=grown("forward"),
-            step_transient_bytes=grown("optimizer_step"),
+            grad_bytes=grad_bytes,
+            activation_peak_bytes=act,
+            step_transient_bytes=transient,
             peak_allocated_bytes=self._overall_peak(),
             peak_reserved_bytes=max((r["reserved_peak_bytes"] for recs in self.mem.values() for r in recs),
                                     default=None) if self.is_cuda else None,
