@@ -38,6 +38,10 @@ from .registry import build_optimizer, resolve_optimizer
 DEFAULT_STEPS = (0, 10, 50)
 DEFAULT_BATCH_SIZE = 4
 DEFAULT_SEQ_LEN = 128
+# SGD-SaI's step is lr * gsnr * m with gsnr ~ sqrt(numel) ~ ||g|| / std(g), so its per-element step
+# has an RMS of about lr, as Adam's. The official default 1e-2 makes GPT-2 (124M) diverge within
+# 20 steps (measured); 1e-3, a usual Adam learning rate for transformers, trains. Used for every optimizer.
+DEFAULT_LR = 1e-3
 MAX_STEP = 100_000
 
 # Degenerate first gradients and what SGDSaI does with them.
@@ -205,11 +209,15 @@ def analyse(
     batch_size: int = DEFAULT_BATCH_SIZE,
     seq_len: int | None = None,
     seed: int = 0,
+    lr: float | None = DEFAULT_LR,
     progress: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Run the g-SNR analysis and return the ``kind: "gsnr"`` result document.
 
     ``seq_len`` None means ``min(128, the model's positions)`` for text models; ViT ignores it.
+    ``lr`` sets the learning rate of every parameter group (None: the optimizer's own default).
+    Training stops at the first non-finite loss (``training.diverged_at_step``); the steps
+    after it have no values.
     ``progress(step, last_step)`` is called after each training step (the CLI shows it).
     Raises BadInput for bad arguments and EnvironmentUnavailable when the device cannot do it.
     """
@@ -220,6 +228,9 @@ def analyse(
     prec = resolve_precision(precision)
     resolve_optimizer(optimizer)
     step_list = parse_steps(steps)
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr)
+                           or lr <= 0):
+        raise BadInput(f"bad --lr {lr!r} (must be a positive number)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise BadInput(f"bad --batch-size {batch_size!r} (must be a positive integer)")
     text_model = spec.family != "vit"
@@ -250,6 +261,9 @@ def analyse(
         named = list(net.named_parameters())  # a tied head is the same tensor: listed once
         params = [p for _, p in named]
         opt, impl = build_optimizer(optimizer, params)
+        if lr is not None:
+            for group in opt.param_groups:
+                group["lr"] = float(lr)
         batches = _batches(spec, corpus, batch_size, seq_len, dev, seed)
         autocast = (torch.autocast(device_type=dev.type, dtype=prec.autocast_dtype)
                     if prec.autocast_dtype is not None else contextlib.nullcontext())
@@ -268,18 +282,26 @@ def analyse(
         loss = forward_backward()
         by_step[0] = measure_gsnr(params)
         losses["0"] = _finite(float(loss))
+        diverged = None if losses["0"] is not None else 0
         state_check = None
-        for k in range(1, last + 1):
+        for k in range(1, last + 1 if diverged is None else 1):
             opt.step()
             if k == 1 and isinstance(opt, SGDSaI):
                 state_check = _compare_state(opt, params, by_step[0])
             opt.zero_grad(set_to_none=True)
-            loss = forward_backward()
+            value = _finite(float(forward_backward()))
             if k in step_list:
                 by_step[k] = measure_gsnr(params)
-                losses[str(k)] = _finite(float(loss))
+                losses[str(k)] = value
             if progress is not None:
                 progress(k, last)
+            if value is None:
+                diverged = k
+                break
+        for k in step_list:  # steps never reached after a divergence
+            if k not in by_step:
+                by_step[k] = [{"gsnr": None, "grad_norm": None, "degenerate": None} for _ in params]
+                losses[str(k)] = None
         seconds = time.perf_counter() - started
     except torch.OutOfMemoryError:
         raise EnvironmentUnavailable(f"out of memory on {dev} training '{spec.name}' "
@@ -312,8 +334,9 @@ def analyse(
     body = {
         "model": {"name": spec.name, "family": spec.family, "params": n_params, "param_tensors": len(named)},
         "data": data_record,
-        "training": {"optimizer": optimizer, "impl": impl, "steps_run": last, "seconds": seconds,
-                     "loss_by_step": losses, "lr": opt.param_groups[0].get("lr")},
+        "training": {"optimizer": optimizer, "impl": impl, "lr": opt.param_groups[0].get("lr"),
+                     "steps_run": last if diverged is None else diverged, "seconds": seconds,
+                     "loss_by_step": losses, "diverged_at_step": diverged},
         "tensors": tensors,
         "summary": summarise(tensors),
         "degenerate": degenerate_list(tensors),

@@ -37,6 +37,9 @@ def _bad_inputs():
         (["--model", "tiny-gpt2", "--seq-len", "lots"], 2, "bad --seq-len 'lots'"),
         (["--model", "tiny-gpt2", "--seq-len", "999"], 2, "longer than tiny-gpt2's 128 positions"),
         (["--model", "tiny-vit", "--data", "{tmp}/text.txt"], 2, "synthetic images"),
+        (["--model", "tiny-gpt2", "--lr", "fast"], 2, "bad --lr 'fast'"),
+        (["--model", "tiny-gpt2", "--lr", "-1"], 2, "bad --lr '-1'"),
+        (["--model", "tiny-gpt2", "--seed", "x"], 2, "bad --seed 'x'"),
     ]
     if not torch.cuda.is_available():
         cases.append((["--model", "tiny-gpt2", "--device", "cuda"], 3, "CUDA is not available"))
@@ -109,3 +112,11 @@ def test_data_folder(tmp_path):
     res = runner.invoke(app, ["gsnr", "--model", "tiny-gpt2", "--device", "cpu", *FAST, "--data", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert f"2,250 bytes of real text from {tmp_path} (1 files)" in res.stdout
+
+
+def test_divergence_is_reported(tmp_path):
+    res = runner.invoke(app, ["gsnr", "--model", "tiny-gpt2", "--device", "cpu", "--steps", "0,2,6",
+                              "--batch-size", "2", "--seq-len", "16", "--lr", "50", "--json", str(tmp_path / "g.json")])
+    assert res.exit_code == 0, res.output
+    assert "warning: training diverged (non-finite loss) at step 3" in res.stdout
+    assert load_document(tmp_path / "g.json", kinds=("gsnr",))["training"]["diverged_at_step"] == 3

@@ -330,3 +330,26 @@ def test_gsnr_plots_write_png_and_svg(tiny_doc, tmp_path):
         head = p.read_bytes()[:200]
         assert head.startswith(b"\x89PNG") if p.suffix == ".png" else b"<svg" in p.read_bytes()[:2000]
         assert p.stat().st_size > 5000
+
+
+# ---------------------------------------------------------------------------------------------- training
+
+
+@pytest.mark.parametrize(("lr", "diverged"), [(1e-3, None), (50.0, 3)])
+def test_divergence_stops_training(lr, diverged):
+    doc = analyse("tiny-gpt2", device="cpu", steps="0,2,6", batch_size=2, seq_len=16, lr=lr)
+    training = doc["training"]
+    assert training["lr"] == lr and training["diverged_at_step"] == diverged
+    if diverged is None:
+        assert training["steps_run"] == 6 and all(v is not None for v in training["loss_by_step"].values())
+    else:
+        assert training["steps_run"] == diverged and training["loss_by_step"]["6"] is None
+        assert all(t["gsnr_by_step"]["6"] is None for t in doc["tensors"])
+        assert doc["stability"]["max_rel_change"] is None
+        json.loads(dumps(doc))  # still valid JSON: no NaN
+
+
+@pytest.mark.parametrize("lr", [0.0, -1.0, float("nan"), float("inf")])
+def test_bad_lr(lr):
+    with pytest.raises(BadInput, match="--lr"):
+        analyse("tiny-gpt2", device="cpu", steps="0", lr=lr)

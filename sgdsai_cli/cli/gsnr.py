@@ -1,5 +1,5 @@
 """`sgdsai gsnr --model M [--device D] [--precision P] [--steps LIST] [--optimizer O] [--data PATH]
-[--batch-size B] [--seq-len S] [--seed N] [--out DIR] [--json PATH]`.
+[--batch-size B] [--seq-len S] [--seed N] [--lr LR] [--out DIR] [--json PATH]`.
 
 Prints the per-block-type g-SNR table, the degenerate tensors and the stability figure;
 writes the JSON document (--json), the per-tensor CSV (in --out, else beside --json)
@@ -9,6 +9,7 @@ cannot do it.
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -108,6 +109,9 @@ def render(doc: dict, console) -> None:
             f"({st['max_rel_change_tensor']})", highlight=False, markup=False)
     losses = training["loss_by_step"]
     console.print("loss: " + ", ".join(f"step {k} {_num(v)}" for k, v in losses.items()), highlight=False)
+    if training.get("diverged_at_step") is not None:
+        console.print(f"warning: training diverged (non-finite loss) at step {training['diverged_at_step']}; "
+                      "later steps have no values: try a smaller --lr", highlight=False, markup=False)
     check = doc["checks"].get("sgdsai_state_equal")
     if check:
         verdict = "equal" if check["equal"] else f"NOT equal for {check['mismatched']}"
@@ -133,6 +137,8 @@ def gsnr_command(
     seq_len: str = typer.Option(None, "--seq-len", help="Tokens per sequence [default: min(128, model positions)].",
                                 show_default=False),
     seed: str = typer.Option("0", "--seed", help="Seed for the model init and the batches."),
+    lr: str = typer.Option("1e-3", "--lr", help="Learning rate of the training between steps "
+                                                "(the official SGD-SaI 1e-2 diverges on gpt2)."),
     out: Path = typer.Option(None, "--out", help="Folder for gsnr.json, gsnr.csv and the figures (PNG and SVG).",
                              show_default=False),
     json_path: Path = typer.Option(None, "--json", help="Write the result document here (CSV beside it).",
@@ -148,6 +154,12 @@ def gsnr_command(
         seed_value = int(seed)
     except ValueError:
         raise BadInput(f"bad --seed '{seed}' (must be an integer)") from None
+    try:
+        lr_value = float(lr)
+    except ValueError:
+        raise BadInput(f"bad --lr '{lr}' (must be a positive number such as 1e-3)") from None
+    if not (math.isfinite(lr_value) and lr_value > 0):
+        raise BadInput(f"bad --lr '{lr}' (must be a positive number such as 1e-3)")
     from ..gsnr import analyse, parse_steps, tensors_csv
 
     parse_steps(steps)  # fail before any work
@@ -169,7 +181,8 @@ def gsnr_command(
             err.print(f"training step {k}/{last}", end="\r", highlight=False)
 
     doc = analyse(model, device=device, precision=precision, steps=steps, optimizer=optimizer, data=data,
-                  batch_size=bs, seq_len=sl, seed=seed_value, progress=progress)
+                  batch_size=bs, seq_len=sl, seed=seed_value, lr=lr_value,
+                  progress=progress)
     if err is not None:
         err.print(" " * 40, end="\r")
     render(doc, console)
