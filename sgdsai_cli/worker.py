@@ -28,9 +28,10 @@ Timing: CUDA events around each phase on CUDA (read after one synchronize at the
   their latency carries no tracking overhead. Peak RSS from ``getrusage``.
 
 Test hooks (environment variables, used by tests/test_realrun.py; harmless otherwise):
-``SGDSAI_TEST_RAISE_OOM=<phase>`` raises ``torch.cuda.OutOfMemoryError`` at the start of that
-phase (``setup``, ``forward``, ``backward``, ``optimizer_step``, ``zero_grad``) of the second step;
-``SGDSAI_TEST_RAISE_ERROR=<phase>`` raises a ``RuntimeError`` there instead.
+``SGDSAI_TEST_RAISE_OOM=[<optimizer>:]<phase>`` raises ``torch.cuda.OutOfMemoryError`` at the start of
+that phase (``setup``, ``forward``, ``backward``, ``optimizer_step``, ``zero_grad``) of the second step
+(only in that optimizer's run when one is named); ``SGDSAI_TEST_RAISE_ERROR=...`` raises a
+``RuntimeError`` there instead.
 """
 
 from __future__ import annotations
@@ -231,11 +232,18 @@ def _cuda_stats(idx: int) -> dict[str, int]:
 
 
 class _Hooks:
-    """Test-only failure injection (see module docstring)."""
+    """Test-only failure injection (see module docstring): ``[optimizer:]phase``."""
 
-    def __init__(self):
-        self.oom = os.environ.get("SGDSAI_TEST_RAISE_OOM") or None
-        self.error = os.environ.get("SGDSAI_TEST_RAISE_ERROR") or None
+    def __init__(self, optimizer: str):
+        self.oom = self._mine(os.environ.get("SGDSAI_TEST_RAISE_OOM"), optimizer)
+        self.error = self._mine(os.environ.get("SGDSAI_TEST_RAISE_ERROR"), optimizer)
+
+    @staticmethod
+    def _mine(value: str | None, optimizer: str) -> str | None:
+        if not value:
+            return None
+        who, sep, phase = value.rpartition(":")
+        return phase if not sep or who == optimizer else None
 
     def check(self, phase: str, step: int) -> None:
         if step not in (1, -1) and phase != "setup":
@@ -274,7 +282,7 @@ class _Run:
         self.notes: list[str] = []
         self.phase = "setup"
         self.step = -1
-        self.hooks = _Hooks()
+        self.hooks = _Hooks(job["optimizer"])
         self.tracker = None
         self.sampler = None
         self.nvml = None
