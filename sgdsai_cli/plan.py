@@ -95,46 +95,51 @@ def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_
 
 
 def max_batch_size(activation: Callable[[int], int], room_bytes: int, limit: int = MAX_BATCH_LIMIT) -> int:
-    """Largest B in [0, limit] with ``activation(B) <= room_bytes``, assuming activation grows with B.
+    """Largest B in [0, limit] with ``activation(B) <= room_bytes``, for ``activation`` increasing in B.
 
-    Activations of these models are linear in the batch at a fixed sequence length, so the first guess
-    ``room / activation(1)`` is usually right and costs two more calls; otherwise bracket by doubling
-    from the last good batch and bisect. ``activation`` should be cached by the caller.
+    Activations of these models are close to affine in the batch at a fixed sequence length
+    (``a(B) = a0 + B * per_sample``), so the search extrapolates along the secant from the last batch that
+    fits until one does not, then interpolates inside that bracket (regula falsi), with a bisection step
+    whenever an interpolation fails to halve the bracket. For an affine ``activation`` that is 4 calls
+    (1, 2, the answer, the answer + 1); for anything increasing it is still exact, in O(log limit) calls.
+    ``activation`` should be cached by the caller.
     """
-    if room_bytes <= 0 or activation(1) > room_bytes:
+    a1 = activation(1)
+    if room_bytes <= 0 or a1 > room_bytes:
         return 0
-    per_sample = max(activation(1), 1)
-    good = 1
-    guess = min(limit, max(1, room_bytes // per_sample))
-    if guess > good:
-        if activation(guess) <= room_bytes:
-            good = guess
-            if guess == limit or activation(guess + 1) > room_bytes:
-                return guess
+    if limit <= 1:
+        return 1
+    a2 = activation(2)
+    if a2 > room_bytes:
+        return 1
+    good, a_good, slope = 2, a2, max(a2 - a1, 1)
+    bad = a_bad = None
+    while bad is None:  # extrapolate until past the room or at the limit
+        guess = min(limit, good + max(1, (room_bytes - a_good) // slope))
+        if guess == good:
+            return good
+        value = activation(guess)
+        if value <= room_bytes:
+            slope = max((value - a_good) // (guess - good), 1)
+            good, a_good = guess, value
+            if good == limit:
+                return good
         else:
-            bad = guess
-            return _bisect(activation, room_bytes, good, bad)
-    # double from the last good batch until it fails or hits the limit, then bisect
-    bad = None
-    probe = good
-    while bad is None:
-        nxt = min(limit, probe * 2)
-        if nxt == probe:
-            return probe
-        if activation(nxt) <= room_bytes:
-            probe = nxt
-        else:
-            bad = nxt
-    return _bisect(activation, room_bytes, probe, bad)
-
-
-def _bisect(activation: Callable[[int], int], room_bytes: int, good: int, bad: int) -> int:
-    while bad - good > 1:
-        mid = (good + bad) // 2
-        if activation(mid) <= room_bytes:
-            good = mid
-        else:
-            bad = mid
+            bad, a_bad = guess, value
+    while bad - good > 1:  # regula falsi inside [good, bad), bisection when it stalls
+        width = bad - good
+        probe = good + (room_bytes - a_good) * (bad - good) // max(a_bad - a_good, 1)
+        probe = min(max(probe, good + 1), bad - 1)
+        for candidate in (probe, (good + bad) // 2):
+            if not good < candidate < bad:
+                continue
+            value = activation(candidate)
+            if value <= room_bytes:
+                good, a_good = candidate, value
+            else:
+                bad, a_bad = candidate, value
+            if bad - good <= width // 2:
+                break
     return good
 
 

@@ -77,7 +77,10 @@ def test_max_batch_size(activation, room, expected):
 def test_max_batch_size_linear_costs_few_calls():
     fn, calls = counting(lambda b: 3_000_000 * b)
     assert max_batch_size(fn, 80 * GiB) == 80 * GiB // 3_000_000
-    assert len(set(calls)) <= 3
+    assert len(set(calls)) <= 4
+    fn, calls = counting(lambda b: 500_000_000 + 3_000_000 * b)  # affine: an offset per step
+    assert max_batch_size(fn, 80 * GiB) == (80 * GiB - 500_000_000) // 3_000_000
+    assert len(set(calls)) <= 4
 
 
 def fake_steps(bytes_per_param_state, transient=None):
