@@ -16,7 +16,8 @@ Per optimizer O, precision P and GPU g (all sizes in bytes; P, G, S = params, gr
     fits         = total <= memory(g)
     max_batch    = largest B with model_state + max(A(B, seq), T) <= usable(g)   (0 when B = 1 does not fit)
 
-``adamw`` is planned as torch runs it on a GPU, foreach (``adamw-foreach``); name ``adamw-fused`` or
+Every optimizer is planned on the path it takes on a GPU (``estimate.use_cuda_default_path``): ``adamw``
+runs foreach there (its ``sqrt(exp_avg_sq)`` is a full-size temporary); name ``adamw-fused`` or
 ``adamw-loop`` to plan those.
 
 GPUs needed, each GPU running one micro-batch of ``batch_size``; the smallest N whose per-GPU bytes
@@ -143,10 +144,6 @@ def max_batch_size(activation: Callable[[int], int], room_bytes: int, limit: int
     return good
 
 
-# torch picks foreach for AdamW when every tensor is on CUDA; the fake trace runs on CPU (loop).
-GPU_DEFAULT = {"adamw": "adamw-foreach"}
-
-
 def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable[[int], int]:
     """A cached ``batch -> activation bytes`` from the fake-tensor estimate."""
     from . import estimate
@@ -169,7 +166,7 @@ def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
     from .precision import resolve_precision
 
     prec = resolve_precision(precision)
-    trace = estimate.trace_step(model_spec, prec, GPU_DEFAULT.get(optimizer, optimizer))
+    trace = estimate.trace_step(model_spec, prec, optimizer)  # on the CUDA default path
     param_bytes = estimate._param_bytes(model_spec, prec)
     return {"impl": trace.impl, "param_bytes": param_bytes, "grad_bytes": param_bytes,
             "state_bytes": trace.state_bytes, "step_transient_bytes": trace.step_transient_bytes}
@@ -257,7 +254,6 @@ def plan_document(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, 
             "usable_bytes": "gpu_memory_bytes - context_bytes",
             "gpus_needed": "smallest N with per-GPU bytes <= usable_bytes, one micro-batch of batch_size "
                            "per GPU; null when no N fits (formulas: sgdsai_cli/plan.py, README)",
-            "gpu_defaults": dict(GPU_DEFAULT),
             "max_batch_size_limit": MAX_BATCH_LIMIT,
         },
         "rows": [asdict(r) for r in rows],
