@@ -18,10 +18,9 @@ from typing import Any
 from .gpus import FIT_GPUS, GPUS
 from .units import GiB
 
-NOTE_META = ("Sizes of parameters, gradients and state are exact from the meta device (the optimizer's own "
-             "state after a real step()); activations, step transient and peak come from a fake-tensor "
-             "allocation trace. A real CUDA run adds the CUDA context (~0.3-0.6 GiB) and the caching "
-             "allocator's rounding and fragmentation.")
+NOTE_META = ("Params, grads and state are exact from the meta device (optimizer.state after a real step()); "
+             "activations, transient and peak from a fake-tensor allocation trace. A real CUDA run adds the "
+             "CUDA context (~0.3-0.6 GiB) and allocator rounding.")
 NOTE_MEASURED = ("Measured on the device: allocated = live tensors (torch.cuda.memory_stats), reserved = what "
                  "the caching allocator holds, NVML = the whole process (CUDA context included).")
 
@@ -161,6 +160,17 @@ def _fit_basis(doc: dict) -> str:
     return " / ".join(sources) if sources else "peak"
 
 
+def gib_cell(n_bytes: int | None) -> str:
+    """Bytes as GiB with 2 decimals ('25.10'); sizes too small for that in B, KiB or MiB; '-' for None."""
+    if n_bytes is None:
+        return "-"
+    if 0 < n_bytes < 0.005 * GiB:
+        if n_bytes < 1024:
+            return f"{n_bytes:,} B"
+        return f"{n_bytes / 1024:,.1f} KiB" if n_bytes < 1024**2 else f"{n_bytes / 1024**2:,.1f} MiB"
+    return f"{n_bytes / GiB:,.2f}"
+
+
 def _fmt(row: dict, key: str, kind: str) -> str:
     value = row.get(key)
     if kind == "saving":
@@ -171,10 +181,7 @@ def _fmt(row: dict, key: str, kind: str) -> str:
     if value is None:
         return "-"
     if kind == "gib":
-        if 0 < value < 0.005 * GiB:  # too small for GiB: say how small
-            return f"{value:,} B" if value < 1024 else f"{value / 1024:,.1f} KiB" if value < 1024**2 \
-                else f"{value / 1024**2:,.1f} MiB"
-        return f"{value / GiB:,.2f}"
+        return gib_cell(value)
     if kind == "ms":
         return f"{value:,.3f}" if value < 10 else f"{value:,.1f}"
     if kind == "fit":
@@ -196,7 +203,7 @@ def _subtitle(doc: dict) -> str:
     model = doc.get("model") or {}
     if model.get("params") is None:
         return ""
-    return f"{model['params']:,} parameters in {model.get('param_tensors', '-')} tensors (GiB unless marked)"
+    return f"{model['params']:,} parameters in {model.get('param_tensors', '-')} tensors; GiB unless marked"
 
 
 def _source(doc: dict) -> str:
@@ -241,8 +248,7 @@ def profile_renderables(doc: dict) -> list:
     from rich.text import Text
 
     rows = summary_rows(doc)
-    table = Table(title=_title(doc), caption=_subtitle(doc) or None, title_justify="left",
-                  caption_justify="left", show_lines=False)
+    table = Table(title=_title(doc), title_justify="left", show_lines=False)
     table.add_column("", style="bold", no_wrap=True)
     for r in rows:
         table.add_column(str(r["optimizer"]), justify="right", no_wrap=True)
@@ -255,7 +261,8 @@ def profile_renderables(doc: dict) -> list:
                 style = "red"
             cells.append(Text(text, style=style))
         table.add_row(Text(label), *cells)
-    return [table] + [Text(line, style="dim") for line in notes(doc)]
+    head = [Text(_subtitle(doc))] if _subtitle(doc) else []
+    return [table] + head + [Text(line, style="dim") for line in notes(doc)]
 
 
 def _markdown_table(frame, index_label: str = "") -> str:

@@ -109,8 +109,7 @@ def _error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _run(model, model_spec, spec: ProfileSpec, precision: Precision, optimizer: str, estimate: bool,
-         info: ModelInfo) -> RunResult:
+def _size_run(model, optimizer: str, estimate: bool, info: ModelInfo) -> RunResult:
     try:
         by_key, impl, note = size_optimizer(model, optimizer)
     except EnvironmentUnavailable as e:
@@ -124,20 +123,23 @@ def _run(model, model_spec, spec: ProfileSpec, precision: Precision, optimizer: 
         param_bytes=info.param_bytes,
         grad_bytes=info.grad_bytes,
     )
-    run = RunResult(optimizer=optimizer, impl=impl, status="ok", memory=memory, note=note)
-    if estimate:
-        try:
-            e = est.estimate_step(model_spec, precision, optimizer, spec.batch_size, spec.seq_len)
-        except BadInput:
-            raise
-        except Exception as exc:
-            run.note = "; ".join(filter(None, [note, f"no step estimate ({_error_text(exc)})"]))
-            return run
-        memory.activation_peak_bytes = e.activation_peak_bytes
-        memory.step_transient_bytes = e.step_transient_bytes
-        memory.estimated_peak_bytes = e.peak_bytes
-        memory.details = {"forward_backward_peak_bytes": e.forward_backward_peak_bytes, **e.details}
-    return run
+    return RunResult(optimizer=optimizer, impl=impl, status="ok", memory=memory, note=note)
+
+
+def _add_estimate(run: RunResult, model_spec, spec: ProfileSpec, precision: Precision) -> None:
+    """Fill the fake-trace figures of an ok run; a failed trace leaves them null and says why."""
+    try:
+        e = est.estimate_step(model_spec, precision, run.optimizer, spec.batch_size, spec.seq_len)
+    except BadInput:
+        raise
+    except Exception as exc:
+        run.note = "; ".join(filter(None, [run.note, f"no step estimate ({_error_text(exc)})"]))
+        return
+    memory = run.memory
+    memory.activation_peak_bytes = e.activation_peak_bytes
+    memory.step_transient_bytes = e.step_transient_bytes
+    memory.estimated_peak_bytes = e.peak_bytes
+    memory.details = {"forward_backward_peak_bytes": e.forward_backward_peak_bytes, **e.details}
 
 
 def profile_meta(spec: ProfileSpec, model_spec, optimizers: list[str], *, estimate: bool = True) -> dict:
@@ -146,6 +148,7 @@ def profile_meta(spec: ProfileSpec, model_spec, optimizers: list[str], *, estima
     State, parameter and gradient bytes are exact from the meta device (memory.source "meta");
     with ``estimate`` the fake-tensor step trace adds activation_peak_bytes, step_transient_bytes
     and estimated_peak_bytes (memory.source "fake"). A run that fails becomes status "error".
+    The document also carries ``timing_s``: seconds spent sizing and estimating.
     """
     precision = resolve_precision(spec.precision)
     for name in optimizers:
@@ -155,9 +158,16 @@ def profile_meta(spec: ProfileSpec, model_spec, optimizers: list[str], *, estima
     t0 = time.perf_counter()
     model = meta_model(model_spec, precision)
     info = model_info(model, model_spec, precision)
-    runs = [_run(model, model_spec, spec, precision, name, estimate, info) for name in optimizers]
+    runs = [_size_run(model, name, estimate, info) for name in optimizers]
+    del model
+    t1 = time.perf_counter()
+    if estimate:
+        for run in runs:
+            if run.status == "ok":
+                _add_estimate(run, model_spec, spec, precision)
+    t2 = time.perf_counter()
     doc = profile_document(spec, info, runs, device=dict(META_DEVICE))
-    doc["timing_s"] = {"total": round(time.perf_counter() - t0, 3)}
+    doc["timing_s"] = {"sizing": round(t1 - t0, 3), "estimate": round(t2 - t1, 3), "total": round(t2 - t0, 3)}
     return doc
 
 
