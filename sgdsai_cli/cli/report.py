@@ -1,12 +1,26 @@
-"""`sgdsai report`."""
+"""`sgdsai report RESULT.json... --out DIR`: report.md and a self-contained report.html."""
 
 from __future__ import annotations
 
-from .app import app, handle_errors, not_built
+from pathlib import Path
+
+import typer
+
+from .app import app, handle_errors, stdout
 
 
-@app.command("report", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@app.command("report")
 @handle_errors
-def report_command() -> None:
-    """Not built yet."""
-    not_built("report", "see the open issues")
+def report_command(
+    results: list[Path] = typer.Argument(..., help="Result files (profile, gsnr, plan JSON).", show_default=False),
+    out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md, report.html and figures/.",
+                             show_default=False),
+) -> None:
+    """Write report.md and report.html (figures embedded) with the tables and plots of every input."""
+    from ..report import build_report
+
+    paths = build_report(results, out)
+    console = stdout()
+    console.print(f"wrote {paths.markdown}", highlight=False, markup=False)
+    console.print(f"wrote {paths.html} ({paths.html.stat().st_size / 1024:,.0f} KiB, {len(paths.figures)} figures "
+                  "embedded)", highlight=False, markup=False)
