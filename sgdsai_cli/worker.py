@@ -306,13 +306,17 @@ class _Run:
             return self.torch.cuda.memory_allocated(self.idx)
         return self.tracker.live if self.tracker is not None and self.tracker.active else None
 
-    def run_phase(self, phase: str, fn, timed: bool, record_memory: bool):
-        """Run ``fn()`` as ``phase``: hooks, sampler label, timing, memory before/after/peak."""
-        torch = self.torch
+    def _enter(self, phase: str) -> None:
+        """Label the phase (for the sampler and an OOM report) and run the test hooks."""
         self.phase = phase
         if self.sampler is not None:
             self.sampler.phase = phase
         self.hooks.check(phase, self.step)
+
+    def run_phase(self, phase: str, fn, timed: bool, record_memory: bool):
+        """Run ``fn()`` as ``phase``: hooks, sampler label, timing, memory before/after/peak."""
+        torch = self.torch
+        self._enter(phase)
         before = None
         if record_memory:
             if self.is_cuda:
@@ -437,18 +441,18 @@ class _Run:
         handles = [p.register_post_accumulate_grad_hook(hook) for p in params]
         try:
             self._read_reset_peak()
-            self.phase = "forward"
+            self._enter("forward")
             loss = self._forward()
-            self.phase = "backward"
+            self._enter("backward")
             loss.backward()
             del loss
             acc["act"] = max(acc["act"], self._read_reset_peak() - base - acc["grads"])
         finally:
             for h in handles:
                 h.remove()
-        self.phase = "optimizer_step"
+        self._enter("optimizer_step")
         self.optimizer.step()
-        self.phase = "zero_grad"
+        self._enter("zero_grad")
         self.optimizer.zero_grad(set_to_none=True)
         self.activation_probe = acc["act"]
 
