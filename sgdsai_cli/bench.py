@@ -29,7 +29,7 @@ from typing import Any
 import torch
 
 from .errors import BadInput, EnvironmentUnavailable, did_you_mean
-from .optim import IMPLS, SGDSaI
+from .optim import IMPLS, SGDSaI, cpu_kernel
 
 DEFAULT_OPTIMIZERS = ("sgdsai", "adamw-fused", "adamw-foreach")
 REFERENCE = "adamw-fused"
@@ -380,6 +380,10 @@ def run_bench(spec: BenchSpec, *, on_event: Callable[[str], None] | None = None)
             row.ratio_range = [min(ratios), max(ratios)]
         if isinstance(opt, SGDSaI) and row.impl == "compiled":
             row.details["compiled_backend"] = "c" if dev.type == "cpu" else "triton"
+            kernel = cpu_kernel() if dev.type == "cpu" else None
+            if kernel is not None:  # the first step's share spent building/loading the kernel
+                row.details.update(kernel_built=kernel.built, kernel_load_ms=kernel.load_ms,
+                                   kernel_flags=kernel.flags, openmp=kernel.openmp)
         rows.append(row)
     order = {name: i for i, name in enumerate(optimizers)}
     rows.sort(key=lambda r: order.get(r.optimizer, len(order)))

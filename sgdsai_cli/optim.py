@@ -62,6 +62,7 @@ import shutil
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -500,11 +501,13 @@ _FLAG_SETS = (
 class CpuKernel:
     """The loaded C kernels: ``run(p, g, m, mu, decay, step)`` updates contiguous CPU tensors in place."""
 
-    def __init__(self, lib, path: Path, flags: list[str]):
+    def __init__(self, lib, path: Path, flags: list[str], *, built: bool = False, load_ms: float | None = None):
         import ctypes
 
         self.path = path
         self.flags = flags
+        self.built = built  # compiled in this process (False: loaded from the cache)
+        self.load_ms = load_ms  # build (or cache lookup) and load time
         self.openmp = bool(lib.sgdsai_openmp())
         self._fns = {}
         for dtype, name in _C_DTYPES.items():
@@ -568,7 +571,7 @@ def _machine_key(compiler: str) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def _build(compiler: str, out_dir: Path, key: str) -> tuple[Path, list[str]]:
+def _build(compiler: str, out_dir: Path, key: str) -> tuple[Path, list[str], bool]:
     """Compile the kernel library into ``out_dir`` (atomically); try simpler flags if needed."""
     import ctypes
 
@@ -580,7 +583,7 @@ def _build(compiler: str, out_dir: Path, key: str) -> tuple[Path, list[str]]:
         for flags in _FLAG_SETS:
             target = out_dir / f"sgdsai_kernel_{key}_{len(flags)}.so"
             if target.exists():
-                return target, flags
+                return target, flags, False
             built = Path(tmp) / target.name
             cmd = [compiler, *flags, "-shared", "-fPIC", "-std=c11", str(src), "-o", str(built)]
             proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
@@ -591,7 +594,7 @@ def _build(compiler: str, out_dir: Path, key: str) -> tuple[Path, list[str]]:
                     last = str(e)
                     continue
                 os.replace(built, target)
-                return target, flags
+                return target, flags, True
             last = proc.stderr.strip().splitlines()[-1:] or [""]
             last = last[0]
         raise RuntimeError(f"the C compiler failed: {last}")
@@ -615,12 +618,15 @@ def cpu_kernel() -> CpuKernel | None:
             compiler = _c_compiler()
             if compiler is None:
                 raise RuntimeError("no C compiler (set CC, or install gcc or clang)")
+            t0 = time.perf_counter()
             key = _machine_key(compiler)
             try:
-                path, flags = _build(compiler, _cache_dir(), key)
+                path, flags, built = _build(compiler, _cache_dir(), key)
             except OSError:
-                path, flags = _build(compiler, Path(tempfile.gettempdir()) / f"sgdsai-kernels-{os.getuid()}", key)
-            _CPU_KERNEL = CpuKernel(ctypes.CDLL(str(path)), path, flags)
+                path, flags, built = _build(compiler, Path(tempfile.gettempdir()) / f"sgdsai-kernels-{os.getuid()}",
+                                            key)
+            lib = ctypes.CDLL(str(path))
+            _CPU_KERNEL = CpuKernel(lib, path, flags, built=built, load_ms=(time.perf_counter() - t0) * 1e3)
         except Exception as e:  # any failure: quietly use the eager paths
             _CPU_KERNEL_ERROR = f"{type(e).__name__}: {e}"
             _CPU_KERNEL = None

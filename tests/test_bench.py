@@ -1,0 +1,162 @@
+"""bench-step: the core's rows and figures on tiny models, the memory refusal, and the CLI's exit codes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sgdsai_cli import bench
+from sgdsai_cli.bench import BenchSpec, bench_document, param_shapes
+from sgdsai_cli.cli import app
+from sgdsai_cli.models import build_model, decoder_layers, resolve_model
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def tiny_doc():
+    spec = BenchSpec(model="tiny-gpt2", device="cpu",
+                     optimizers=("sgdsai", "sgdsai:fused", "sgdsai:foreach", "sgdsai:loop", "adamw-fused",
+                                 "adamw-foreach"), warmup=1, steps=3)
+    return bench_document(spec)
+
+
+def test_document_is_a_bench_step_envelope(tiny_doc):
+    assert tiny_doc["schema_version"] == 1 and tiny_doc["kind"] == "bench-step"
+    assert tiny_doc["environment"]["device"]["type"] == "cpu"
+    assert tiny_doc["spec"]["model"] == "tiny-gpt2" and tiny_doc["spec"]["steps"] == 3
+    n = build_model(resolve_model("tiny-gpt2")).parameters()
+    assert tiny_doc["tensors"]["params"] == sum(p.numel() for p in n) == 141_056
+    json.dumps(tiny_doc, allow_nan=False)  # plain JSON, no NaN
+
+
+@pytest.mark.parametrize(
+    "optimizer, impl, tensors_moved",
+    [
+        ("sgdsai", "compiled", 5),
+        ("sgdsai:fused", "fused", 5),
+        ("sgdsai:foreach", "foreach", 5),
+        ("sgdsai:loop", "loop", 5),
+        ("adamw-fused", "fused", 7),
+        ("adamw-foreach", "foreach", 7),
+    ],
+)
+def test_rows_hold_times_bytes_and_ratios(tiny_doc, optimizer, impl, tensors_moved):
+    rows = {r["optimizer"]: r for r in tiny_doc["rows"]}
+    row = rows[optimizer]
+    if optimizer == "sgdsai" and row["impl"] != "compiled":
+        pytest.skip("no C compiler here: auto fell back")
+    assert row["status"] == "ok" and row["impl"] == impl
+    step = row["step_ms"]
+    assert step["n"] == 3 and 0 < step["min"] <= step["p50"] <= step["p90"] <= step["max"]
+    assert row["first_step_ms"] > 0
+    assert row["bytes_per_step"] == tensors_moved * 141_056 * 4 and row["bytes_source"] == "formula"
+    assert row["gb_per_s"] == pytest.approx(row["bytes_per_step"] / (step["p50"] * 1e-3) / 1e9)
+    assert row["bandwidth_fraction"] == pytest.approx(row["gb_per_s"] / tiny_doc["copy"]["gb_per_s"])
+    assert row["ratio_range"][0] <= row["ratio_to_adamw_fused"] <= row["ratio_range"][1]
+    if optimizer == "adamw-fused":
+        assert row["ratio_to_adamw_fused"] == 1.0
+
+
+def test_rows_keep_the_order_asked_for(tiny_doc):
+    assert [r["optimizer"] for r in tiny_doc["rows"]] == list(tiny_doc["spec"]["optimizers"])
+
+
+def test_copy_bandwidth_is_measured(tiny_doc):
+    copy = tiny_doc["copy"]
+    assert copy["bytes"] == 141_056 * 4 and copy["ms"]["n"] == 3
+    assert copy["gb_per_s"] == pytest.approx(2 * copy["bytes"] / (copy["ms"]["p50"] * 1e-3) / 1e9)
+
+
+def test_no_reference_means_no_ratio():
+    doc = bench_document(BenchSpec(model="tiny-llama", device="cpu", optimizers=("sgdsai:loop",), warmup=0, steps=1))
+    assert doc["rows"][0]["ratio_to_adamw_fused"] is None and doc["rows"][0]["step_ms"]["n"] == 1
+
+
+@pytest.mark.parametrize("model, layers", [("tiny-llama", 1), ("tiny-llama", 2), ("tiny-gpt2", 1), ("tiny-vit", 2)])
+def test_layers_keeps_only_decoder_layer_tensors(model, layers):
+    spec = resolve_model(model)
+    blocks = decoder_layers(build_model(spec))
+    expected = [tuple(p.shape) for i in range(layers) for p in blocks[i].parameters()]
+    assert [s for _, s in param_shapes(spec, layers)] == expected
+
+
+def test_llama2_7b_layer_shapes():
+    shapes = param_shapes(resolve_model("llama2-7b"), 1)
+    n = sum(torch.Size(s).numel() for _, s in shapes)
+    assert n == 4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096  # attention, MLP, two norms
+
+
+def test_too_big_for_memory_refuses_with_a_layers_hint(monkeypatch):
+    monkeypatch.setattr(bench, "free_bytes", lambda dev: 16 * 2**30)
+    spec = BenchSpec(model="llama2-7b", device="cpu")
+    with pytest.raises(bench.EnvironmentUnavailable, match=r"needs .* GiB .* 16\.0 GiB free; try --layers \d+"):
+        bench.run_bench(spec)
+
+
+def test_bytes_needed_counts_every_state():
+    # params + grads + sgdsai (1) + adamw-fused (2) + adamw-foreach (2) + the copy probe (2 x 1 GiB max)
+    assert bench.bytes_needed(1000, 4, bench.DEFAULT_OPTIMIZERS) == 4000 * 7 + 2 * 4000
+
+
+def _cli(*args):
+    return runner.invoke(app, ["bench-step", *args])
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--model", "gtp2"], 2, "unknown model 'gtp2'"),
+        (["--model", "tiny-gpt2", "--optimizer", "adamw-fusd"], 2, "did you mean adamw-fused"),
+        (["--model", "tiny-gpt2", "--optimizer", "sgdsai:triton"], 2, "unknown optimizer 'sgdsai:triton'"),
+        (["--model", "tiny-gpt2", "--precision", "fp8"], 2, "unknown precision 'fp8'"),
+        (["--model", "tiny-gpt2", "--precision", "amp-bf16"], 2, "no autocast"),
+        (["--model", "tiny-gpt2", "--layers", "0"], 2, "bad --layers '0'"),
+        (["--model", "tiny-gpt2", "--layers", "7"], 2, "bad --layers 7 (model 'tiny-gpt2' has 2 layers"),
+        (["--model", "tiny-gpt2", "--steps", "0"], 2, "bad --steps '0'"),
+        (["--model", "tiny-gpt2", "--warmup", "x"], 2, "bad --warmup 'x'"),
+        (["--model", "tiny-gpt2", "--device", "meta"], 2, "--device meta cannot time a step"),
+        (["--model", "tiny-gpt2", "--device", "tpu"], 2, "unknown device 'tpu'"),
+        (["--model", "tiny-gpt2", "--format", "csv"], 2, "unknown format 'csv'"),
+        (["--model", "tiny-gpt2", "--json", "/nonexistent/dir/x.json"], 2, "does not exist"),
+    ],
+)
+def test_cli_bad_input(args, code, message):
+    result = _cli(*args)
+    assert result.exit_code == code, result.output
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
+def test_cli_cuda_without_cuda_exits_3():
+    result = _cli("--model", "tiny-gpt2", "--device", "cuda")
+    assert result.exit_code == 3 and "CUDA is not available" in result.output
+
+
+def test_cli_too_big_exits_3(monkeypatch):
+    monkeypatch.setattr(bench, "free_bytes", lambda dev: 8 * 2**30)
+    result = _cli("--model", "llama2-7b", "--device", "cpu")
+    assert result.exit_code == 3 and "try --layers" in result.output
+
+
+def test_cli_table_and_json_file(tmp_path):
+    out = tmp_path / "b.json"
+    result = _cli("--model", "tiny-llama", "--device", "cpu", "--warmup", "0", "--steps", "2",
+                  "-o", "sgdsai:loop", "-o", "adamw-fused", "--json", str(out))
+    assert result.exit_code == 0, result.output
+    assert "tiny-llama shapes" in result.output and "sgdsai:loop" in result.output
+    assert "copy bandwidth:" in result.output and f"wrote {out}" in result.output
+    doc = json.loads(out.read_text())
+    assert doc["kind"] == "bench-step" and [r["optimizer"] for r in doc["rows"]] == ["sgdsai:loop", "adamw-fused"]
+
+
+def test_cli_format_json_prints_the_document():
+    result = _cli("--model", "tiny-vit", "--device", "cpu", "--warmup", "0", "--steps", "1", "--format", "json",
+                  "-o", "sgdsai:foreach")
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.output)
+    assert doc["rows"][0]["impl"] == "foreach" and doc["rows"][0]["bytes_per_step"] == 5 * 114_250 * 4
