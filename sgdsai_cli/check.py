@@ -179,8 +179,10 @@ def _verdict(base: float, cur: float, tolerance: float) -> tuple[float | None, s
 def _same_device_model(a: dict, b: dict) -> tuple[bool, str]:
     da = (a.get("environment") or {}).get("device") or {}
     db = (b.get("environment") or {}).get("device") or {}
+    if da.get("type") in (None, "meta") and db.get("type") in (None, "meta"):
+        return False, ""  # sizing on meta: no timings on either side, nothing to say
     if da.get("type") in (None, "meta") or db.get("type") in (None, "meta"):
-        return False, "latency not compared: sizing on the meta device has no timings"
+        return False, "latency not compared: one side is meta sizing, which has no timings"
     if da.get("type") != db.get("type") or not da.get("name") or da.get("name") != db.get("name"):
         return False, f"latency not compared: devices differ ({db.get('name')!r} baseline, {da.get('name')!r} now)"
     return True, ""
