@@ -30,7 +30,7 @@ def _subtitle(doc: dict) -> str:
     data = doc.get("data", {})
     what = "bytes of " + str(data.get("source")) if data.get("kind") == "text" else "synthetic images"
     return (f"{spec.get('model')} | {spec.get('precision')} | {spec.get('device')} ({device}) | "
-            f"{spec.get('optimizer')} | batch {spec.get('batch_size')}"
+            f"{spec.get('optimizer')} lr {doc.get('training', {}).get('lr')} | batch {spec.get('batch_size')}"
             + (f" x {spec.get('seq_len')} tokens" if spec.get("seq_len") else "") + f" | {what}")
 
 
@@ -123,6 +123,10 @@ def _over_steps(doc, plt):
     ax.grid(True, which="both", alpha=0.3)
     if seen:
         ax.legend(fontsize=7, ncol=2, loc="best")
+    from matplotlib.ticker import MaxNLocator
+
+    for a in (ax, ax_rel):
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax_rel.set_xlabel("training step")
     ax_rel.set_ylabel("change from step 0 (%)")
     ax_rel.axhline(0.0, color="black", linewidth=0.8)
