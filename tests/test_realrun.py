@@ -275,3 +275,62 @@ def test_cli_profile_cpu_writes_json_and_plots(tmp_path):
     assert all(r["latency_ms"]["optimizer_step"]["n"] == 5 for r in doc["runs"])
     assert {p.name for p in Path(out).iterdir()} >= {"latency.png", "memory-over-time.svg", "state-by-key.png",
                                                       "samples-sgdsai.csv", "samples-adamw.csv"}
+
+
+# ----------------------------------------------------------------------------------------------
+# GPU paths (scripts/gpu-check.sh runs these with `pytest -m gpu`)
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.gpu
+@needs_cuda
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_cuda_run_measures_allocator_and_state(precision, tmp_path):
+    j = job("tiny-gpt2", "adamw", precision, warmup=3, steps=5)
+    j["spec"]["device"] = "cuda"
+    j["samples_csv"] = str(tmp_path / "s.csv")
+    j["snapshot_path"] = str(tmp_path / "snap.pickle")
+    result = worker.run_job(j)
+    run = result["run"]
+    assert run["status"] == "ok", run["error"]
+    mem = run["memory"]
+    meta = meta_state("tiny-gpt2", precision, "adamw")
+    assert mem["state_bytes_by_key"] == meta["state_bytes_by_key"]
+    assert mem["peak_reserved_bytes"] >= mem["peak_allocated_bytes"] > mem["state_bytes"]
+    assert mem["details"]["allocator_backend"] in ("native", "cudaMallocAsync")
+    assert mem["details"]["num_ooms"] == 0
+    assert {"active_peak_bytes", "reserved_peak_bytes"} <= set(mem["details"]["phases"]["backward"])
+    assert run["latency_ms"]["optimizer_step"]["n"] == 5
+    assert result["device"]["type"] == "cuda" and result["device"]["total_memory_bytes"] > 0
+    assert result["snapshot"] and Path(result["snapshot"]).stat().st_size > 0
+    assert Path(result["samples_csv"]).stat().st_size > 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_run_without_nvml_is_a_note(monkeypatch):
+    from sgdsai_cli import sampler as smp
+
+    def fail():
+        raise ImportError("no pynvml")
+
+    monkeypatch.setattr(smp, "_import_pynvml", fail)
+    j = job("tiny-gpt2", "sgdsai", warmup=1, steps=2)
+    j["spec"]["device"] = "cuda"
+    run = worker.run_job(j)["run"]
+    assert run["status"] == "ok"
+    assert run["memory"]["nvml_used_peak_bytes"] is None
+    assert "NVML unavailable" in run["note"]
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_cuda_simulated_oom_keeps_peak(monkeypatch):
+    monkeypatch.setenv("SGDSAI_TEST_RAISE_OOM", "optimizer_step")
+    j = job("tiny-gpt2", "adamw", warmup=2, steps=2)
+    j["spec"]["device"] = "cuda"
+    run = worker.run_job(j)["run"]
+    assert run["status"] == "oom"
+    assert run["memory"]["details"]["oom_phase"] == "optimizer_step"
+    assert run["memory"]["peak_allocated_bytes"] > 0
