@@ -38,6 +38,9 @@ TOML_KEYS: dict[str, type | tuple] = {
 }
 
 
+_TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", list: "a list"}
+
+
 def load_profile_toml(path: str | Path) -> dict[str, Any]:
     """Read a run spec: a TOML table of option names (underscores); BadInput naming the file and key."""
     import tomllib
@@ -56,13 +59,30 @@ def load_profile_toml(path: str | Path) -> dict[str, Any]:
         if expected is None:
             raise BadInput(f"{path}: unknown key '{key}'" + did_you_mean(key, TOML_KEYS))
         if isinstance(value, bool) or not isinstance(value, expected):
-            names = " or ".join(t.__name__ for t in (expected if isinstance(expected, tuple) else (expected,)))
-            raise BadInput(f"{path}: key '{key}' must be a {names}, got {value!r}")
+            types = expected if isinstance(expected, tuple) else (expected,)
+            names = " or ".join(dict.fromkeys(_TYPE_NAMES[t] for t in types))
+            raise BadInput(f"{path}: key '{key}' must be {names}, got {value!r}")
         if key == "optimizers" and not all(isinstance(o, str) for o in value):
             raise BadInput(f"{path}: key 'optimizers' must be a list of names, got {value!r}")
-    if "baseline" in data and not Path(data["baseline"]).is_absolute():
-        data["baseline"] = str(p.parent / data["baseline"])  # relative to the TOML file
+    if "baseline" in data:
+        data["baseline"] = _relative_to(p, data["baseline"])
     return data
+
+
+def _relative_to(toml_path: Path, value: str) -> str:
+    """A relative path in a TOML spec: beside the TOML file if it is there (or can be written
+    there), else as given (relative to the working folder)."""
+    given = Path(value)
+    if given.is_absolute():
+        return value
+    beside = toml_path.parent / given
+    for candidate in (beside, given):
+        if candidate.exists():
+            return str(candidate)
+    for candidate in (beside, given):
+        if candidate.parent.is_dir():
+            return str(candidate)
+    return value
 
 
 def _int(option: str, value: Any, minimum: int = 1) -> int:

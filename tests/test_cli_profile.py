@@ -1,0 +1,205 @@
+"""`sgdsai profile` end to end on the meta device: outputs, --json schema, TOML specs, baselines, errors."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from sgdsai_cli.cli import app
+from sgdsai_cli.cli.profile import load_profile_toml
+from sgdsai_cli.results import load_document
+
+runner = CliRunner()
+TINY = ["profile", "--model", "tiny-gpt2", "--seq-len", "64", "--device", "meta"]
+
+
+def _ok(args: list[str]):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    return res
+
+
+def test_llama2_7b_fp32_table_without_gpu_under_30_s():
+    t0 = time.perf_counter()
+    res = _ok(["profile", "--model", "llama2-7b", "--precision", "fp32", "--verbose"])
+    assert time.perf_counter() - t0 < 30
+    out = res.stdout
+    assert "llama2-7b | fp32 | meta" in out
+    assert "25.10" in out and "50.21" in out  # SGD-SaI and AdamW state, GiB
+    assert "25.10 (50.0%)" in out  # state saving against AdamW
+    assert "exact from the meta device" in out and "CUDA context" in out
+    assert "fits A100 80GB" in out and "6,738,415,616 parameters in 291 tensors" in out
+    assert "timing: sized in" in res.stderr and "traced 3 of 32 layers" in res.stderr
+
+
+def test_json_file_validates_against_the_schema(tmp_path):
+    path = tmp_path / "r.json"
+    _ok(TINY + ["--json", str(path), "-o", "sgdsai", "-o", "adamw-fused", "--quiet"])
+    doc = load_document(path, kinds=("profile",))
+    assert doc["schema_version"] == 1 and doc["spec"]["device"] == "meta" and doc["spec"]["seq_len"] == 64
+    assert [r["optimizer"] for r in doc["runs"]] == ["sgdsai", "adamw-fused"]
+    for run in doc["runs"]:
+        m = run["memory"]
+        assert m["source"] == "fake" and m["state_bytes"] == sum(m["state_bytes_by_key"].values())
+        for key in ("param_bytes", "grad_bytes", "activation_peak_bytes", "step_transient_bytes",
+                    "estimated_peak_bytes"):
+            assert isinstance(m[key], int)
+        assert m["peak_allocated_bytes"] is None and m["nvml_used_peak_bytes"] is None
+    assert doc["runs"][0]["memory"]["state_bytes_by_key"]["momentum_buffer"] == 141_056 * 4
+    assert doc["runs"][1]["impl"] == "fused" and "foreach path" in doc["runs"][1]["note"]
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "markdown"])
+def test_machine_formats_parse(fmt):
+    res = _ok(TINY + ["--format", fmt, "--quiet"])
+    out = res.stdout
+    if fmt == "json":
+        doc = json.loads(out)
+        assert [r["optimizer"] for r in doc["runs"]] == ["sgdsai", "adamw"]
+    elif fmt == "csv":
+        rows = list(csv.DictReader(io.StringIO(out)))
+        assert [r["optimizer"] for r in rows] == ["sgdsai", "adamw"]
+        assert int(rows[0]["state_bytes[momentum_buffer]"]) == 141_056 * 4
+        assert int(rows[1]["state_bytes[exp_avg]"]) == 141_056 * 4
+        assert rows[1]["state_bytes[momentum_buffer]"] == ""
+    else:
+        lines = out.splitlines()
+        assert lines[0].startswith("### tiny-gpt2 | fp32 | meta")
+        assert "| GiB unless marked | sgdsai | adamw |" in lines
+        assert any(line.startswith("| state saving vs AdamW |") for line in lines)
+
+
+def test_quiet_drops_notes_and_progress():
+    loud, quiet = _ok(TINY), _ok(TINY + ["--quiet"])
+    assert "exact from the meta device" in loud.stdout and "sizing tiny-gpt2" in loud.stderr
+    assert "exact from the meta device" not in quiet.stdout and quiet.stderr == ""
+    assert "state saving vs AdamW" in quiet.stdout
+
+
+def test_profile_toml_with_command_line_override(tmp_path):
+    spec = tmp_path / "run.toml"
+    spec.write_text('model = "tiny-llama"\nprecision = "bf16"\noptimizers = ["sgdsai", "sgd"]\n'
+                    'batch_size = 2\nseq_len = 32\n')
+    res = _ok(["profile", "--profile", str(spec), "--precision", "fp32", "--format", "json", "-q"])
+    doc = json.loads(res.stdout)
+    assert doc["spec"]["model"] == "tiny-llama" and doc["spec"]["precision"] == "fp32"
+    assert doc["spec"]["batch_size"] == 2 and doc["spec"]["seq_len"] == 32
+    assert [r["optimizer"] for r in doc["runs"]] == ["sgdsai", "sgd"]
+    assert load_profile_toml(spec)["optimizers"] == ["sgdsai", "sgd"]
+
+
+def test_out_folder_gets_result_json(tmp_path):
+    out = tmp_path / "deep" / "out"
+    _ok(TINY + ["--out", str(out), "-q"])
+    assert load_document(out / "result.json")["kind"] == "profile"
+
+
+def test_baseline_update_then_pass_then_regress(tmp_path):
+    base = tmp_path / "base.json"
+    _ok(TINY + ["--baseline", str(base), "--update-baseline", "-q"])
+    assert load_document(base)["runs"][0]["optimizer"] == "sgdsai"
+    _ok(TINY + ["--baseline", str(base), "-q"])
+    doc = json.loads(base.read_text())
+    for run in doc["runs"]:  # a baseline that used 10% less state: this run is a regression
+        run["memory"]["state_bytes"] = int(run["memory"]["state_bytes"] * 0.9)
+    base.write_text(json.dumps(doc))
+    res = runner.invoke(app, TINY + ["--baseline", str(base), "-q"])
+    assert res.exit_code == 1, res.output
+    assert res.stderr.startswith("error: ")
+
+
+def _bad_toml(tmp_path, text: str) -> str:
+    p = tmp_path / "spec.toml"
+    p.write_text(text)
+    return str(p)
+
+
+@pytest.mark.parametrize(
+    "args, code, message",
+    [
+        (["--model", "llama2-7"], 2, "did you mean llama2-7b"),
+        (["--model", "tiny-gpt2", "--precision", "fp64"], 2, "unknown precision 'fp64'"),
+        (["--model", "tiny-gpt2", "-o", "adamx"], 2, "unknown optimizer 'adamx'"),
+        (["--model", "tiny-gpt2", "-o", "torch:Adamm"], 2, "did you mean Adam"),
+        (["--model", "tiny-gpt2", "--batch-size", "0"], 2, "bad --batch-size '0'"),
+        (["--model", "tiny-gpt2", "--seq-len", "ten"], 2, "bad --seq-len 'ten'"),
+        (["--model", "tiny-gpt2", "--steps", "-1"], 2, "bad --steps '-1'"),
+        (["--model", "tiny-gpt2", "--sample-interval-ms", "0"], 2, "bad --sample-interval-ms '0'"),
+        (["--model", "tiny-gpt2", "--tolerance", "x%"], 2, "bad percentage 'x%'"),
+        (["--model", "tiny-gpt2", "--format", "xml"], 2, "unknown format 'xml'"),
+        (["--model", "tiny-gpt2", "--seq-len", "64", "--device", "tpu"], 2, "unknown device 'tpu'"),
+        (["--model", "tiny-gpt2", "--seq-len", "999"], 2, "longer than tiny-gpt2's 128 positions"),
+        (["--model", "tiny-gpt2", "--json", "/nonexistent-dir/r.json"], 2, "does not exist"),
+        (["--model", "tiny-gpt2", "--baseline", "/nonexistent-dir/b.json"], 2, "no such file"),
+        (["--model", "tiny-gpt2", "--update-baseline"], 2, "needs --baseline"),
+        (["--model", "tiny-gpt2", "--quiet", "--verbose"], 2, "exclude each other"),
+        ([], 2, "missing --model"),
+        (["--profile", "/nonexistent-dir/spec.toml"], 2, "no such file"),
+        (["--model", "./missing/config.json"], 2, "no such file"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line(args, code, message):
+    res = runner.invoke(app, ["profile", *args])
+    assert res.exit_code == code, res.output
+    assert res.stdout == ""
+    lines = res.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], res.stderr
+    assert "Traceback" not in res.output
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('model = "tiny-gpt2"\nbatchsize = 2\n', "unknown key 'batchsize' (did you mean batch_size?)"),
+        ('model = "tiny-gpt2"\nseq_len = "long"\n', "key 'seq_len' must be a whole number, got 'long'"),
+        ('model = "tiny-gpt2"\noptimizers = "adamw"\n', "key 'optimizers' must be a list"),
+        ('model = "tiny-gpt2\n', "not valid TOML"),
+        ('model = "tiny-gpt2"\nseq_len = 64\noptimizers = ["adamw", "nope"]\n', "unknown optimizer 'nope'"),
+    ],
+)
+def test_bad_profile_toml_exits_2_naming_file_and_key(tmp_path, text, message):
+    path = _bad_toml(tmp_path, text)
+    res = runner.invoke(app, ["profile", "--profile", path])
+    assert res.exit_code == 2, res.output
+    assert message in res.stderr and len(res.stderr.splitlines()) == 1
+    if "TOML" in message or "key" in message:
+        assert path in res.stderr
+
+
+def test_bad_config_json_exits_2(tmp_path):
+    cfg = tmp_path / "config.json"
+    cfg.write_text('{"model_type": "llama", "hidden_size": 64}')
+    res = runner.invoke(app, ["profile", "--model", str(cfg)])
+    assert res.exit_code == 2 and res.stderr.startswith("error: ") and str(cfg) in res.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
+@pytest.mark.parametrize("device", ["cuda", "cuda:1"])
+def test_cuda_without_cuda_exits_3(device):
+    res = runner.invoke(app, TINY[:-2] + ["--device", device])
+    assert res.exit_code == 3, res.output
+    assert "CUDA is not available" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="auto picks CUDA when there is one")
+def test_auto_device_is_meta_without_cuda():
+    res = _ok(["profile", "--model", "tiny-vit", "--format", "json", "-q"])
+    assert json.loads(res.stdout)["spec"]["device"] == "meta"
+
+
+def test_toml_baseline_path_is_found_beside_the_toml_file(tmp_path, monkeypatch):
+    (tmp_path / "profiles" / "baselines").mkdir(parents=True)
+    spec = tmp_path / "profiles" / "tiny.toml"
+    spec.write_text('model = "tiny-gpt2"\nseq_len = 64\nbaseline = "baselines/tiny.json"\n')
+    monkeypatch.chdir(tmp_path)
+    _ok(["profile", "--profile", "profiles/tiny.toml", "--update-baseline", "-q"])
+    assert load_document(tmp_path / "profiles" / "baselines" / "tiny.json")["spec"]["seq_len"] == 64
+    # a path relative to the working folder works too
+    spec.write_text('model = "tiny-gpt2"\nseq_len = 64\nbaseline = "profiles/baselines/tiny.json"\n')
+    _ok(["profile", "--profile", "profiles/tiny.toml", "-q"])
