@@ -349,6 +349,8 @@ class _Run:
 
     def _overall_peak(self) -> int | None:
         peaks = [r["allocated_peak_bytes"] for recs in self.mem.values() for r in recs]
+        if self.peak_before_failure is not None:
+            peaks.append(self.peak_before_failure)
         return max(peaks) if peaks else None
 
     # -- setup ------------------------------------------------------------------------------
@@ -680,14 +682,13 @@ def run_job(job: dict, progress: bool = False) -> dict:
         error = _first_line(e)
         if status == "oom":
             error = f"out of memory in {run.phase} (step {run.step}): {error}"
-            if run.is_cuda:
-                try:
-                    peak = run.torch.cuda.memory_stats(run.idx).get("allocated_bytes.all.peak")
-                    run.mem.setdefault(run.phase, []).append(
-                        {"before_bytes": 0, "allocated_peak_bytes": int(peak or 0), "step": run.step,
-                         **{k: v for k, v in _cuda_stats(run.idx).items() if k != "allocated_peak_bytes"}})
-                except Exception:
-                    pass
+            try:
+                if run.is_cuda:
+                    run.peak_before_failure = int(run.torch.cuda.max_memory_allocated(run.idx))
+                elif run.tracker is not None and run.tracker.active:
+                    run.peak_before_failure = run.tracker.peak
+            except Exception:
+                pass
         else:
             run.notes.append("traceback: " + " | ".join(traceback.format_exc().strip().splitlines()[-3:]))
     finally:
