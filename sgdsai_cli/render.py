@@ -21,8 +21,8 @@ from .units import GiB
 NOTE_META = ("Params, grads and state are exact from the meta device (optimizer.state after a real step()); "
              "activations, transient and peak from a fake-tensor allocation trace. A real CUDA run adds the "
              "CUDA context (~0.3-0.6 GiB) and allocator rounding.")
-NOTE_MEASURED = ("Measured on the device: allocated = live tensors (torch.cuda.memory_stats), reserved = what "
-                 "the caching allocator holds, NVML = the whole process (CUDA context included).")
+NOTE_MEASURED = ("Measured on {device}: allocated = live tensors, reserved = what the caching allocator holds, "
+                 "NVML = the whole process (CUDA context included); estimated = the fake-tensor trace.")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -177,7 +177,8 @@ def _fmt(row: dict, key: str, kind: str) -> str:
         pct = row.get(key.replace("_bytes", "_pct"))
         if value is None:
             return "-"
-        return f"{value / GiB:,.2f} ({pct:.1f}%)" if pct is not None else f"{value / GiB:,.2f}"
+        size = gib_cell(value) if value >= 0 else "-" + gib_cell(-value)
+        return f"{size} ({pct:.1f}%)" if pct is not None else size
     if value is None:
         return "-"
     if kind == "gib":
@@ -213,7 +214,8 @@ def _source(doc: dict) -> str:
 
 def notes(doc: dict) -> list[str]:
     """The one-line explanation plus per-run notes and errors."""
-    lines = [NOTE_MEASURED if _source(doc) == "measured" else NOTE_META,
+    device = ((doc.get("environment") or {}).get("device") or {}).get("name") or "the device"
+    lines = [NOTE_MEASURED.format(device=device) if _source(doc) == "measured" else NOTE_META,
              f"fits: {_fit_basis(doc)} peak <= the card's total memory (GiB in brackets)."]
     for run in doc.get("runs", []):
         if run.get("error"):
@@ -243,12 +245,12 @@ def profile_frames(doc: dict) -> dict[str, Any]:
 
 
 def profile_renderables(doc: dict) -> list:
-    """Rich renderables: the table (a column per optimizer) and the note lines."""
+    """Rich renderables: the title line, the table (a column per optimizer), the model line and the notes."""
     from rich.table import Table
     from rich.text import Text
 
     rows = summary_rows(doc)
-    table = Table(title=_title(doc), title_justify="left", show_lines=False)
+    table = Table(show_lines=False)
     table.add_column("", style="bold", no_wrap=True)
     for r in rows:
         table.add_column(str(r["optimizer"]), justify="right", no_wrap=True)
@@ -261,8 +263,9 @@ def profile_renderables(doc: dict) -> list:
                 style = "red"
             cells.append(Text(text, style=style))
         table.add_row(Text(label), *cells)
-    head = [Text(_subtitle(doc))] if _subtitle(doc) else []
-    return [table] + head + [Text(line, style="dim") for line in notes(doc)]
+    title = Text(_title(doc), style="bold")  # outside the table: a title would wrap at the table's width
+    sub = [Text(_subtitle(doc))] if _subtitle(doc) else []
+    return [title, table] + sub + [Text(line, style="dim") for line in notes(doc)]
 
 
 def _markdown_table(frame, index_label: str = "") -> str:

@@ -203,3 +203,52 @@ def test_toml_baseline_path_is_found_beside_the_toml_file(tmp_path, monkeypatch)
     # a path relative to the working folder works too
     spec.write_text('model = "tiny-gpt2"\nseq_len = 64\nbaseline = "profiles/baselines/tiny.json"\n')
     _ok(["profile", "--profile", "profiles/tiny.toml", "-q"])
+
+
+def _measured_doc() -> dict:
+    """A document as a real CUDA run writes it: measured figures, latencies, an oom row, nulls."""
+    gib = 1024**3
+    memory = {"source": "measured", "state_bytes": 2 * gib, "state_bytes_by_key": {"momentum_buffer": 2 * gib},
+              "param_bytes": 2 * gib, "grad_bytes": 2 * gib, "activation_peak_bytes": None,
+              "step_transient_bytes": None, "peak_allocated_bytes": 7 * gib, "peak_reserved_bytes": 8 * gib,
+              "nvml_used_peak_bytes": 30 * gib, "estimated_peak_bytes": None}
+    latency = {"optimizer_step": {"p50": 1.5, "p90": 2.0, "min": 1.0, "max": 3.0, "n": 10},
+               "forward": {"p50": 10.0}, "backward": {"p50": 20.0}, "first_step": 50.0}
+    return {
+        "schema_version": 1, "kind": "profile", "tool_version": "0.1.0", "created_utc": "2026-01-01T00:00:00Z",
+        "environment": {"device": {"type": "cuda", "name": "NVIDIA H100 80GB HBM3"}},
+        "spec": {"model": "gpt2", "precision": "bf16", "device": "cuda", "batch_size": 8, "seq_len": 1024},
+        "model": {"name": "gpt2", "params": 124_439_808, "param_tensors": 148},
+        "runs": [
+            {"optimizer": "sgdsai", "impl": "compiled", "status": "ok", "memory": memory, "latency_ms": latency,
+             "error": None},
+            {"optimizer": "adamw", "impl": "foreach", "status": "oom", "memory": None, "latency_ms": None,
+             "error": "CUDA out of memory"},
+        ],
+    }
+
+
+def test_renderers_show_measured_documents_and_dashes():
+    from rich.console import Console
+
+    from sgdsai_cli import render
+
+    doc = _measured_doc()
+    console = Console(width=100, record=True)
+    for item in render.profile_renderables(doc):
+        console.print(item)
+    text = console.export_text()
+    assert "gpt2 | bf16 | NVIDIA H100 80GB HBM3 | batch 8 x seq 1024" in text
+    assert "NVML used peak" in text and "30.00" in text and "step p50 (ms)" in text
+    assert "adamw: oom: CUDA out of memory" in text
+    assert "fits: NVML used peak" in text
+    frames = render.profile_frames(doc)
+    table = next(iter(frames.values()))
+    assert table.loc["peak reserved", "sgdsai"] == "8.00" and table.loc["peak reserved", "adamw"] == "-"
+    assert table.loc["fits RTX 4090 24GB (23.6)", "sgdsai"] == "no"
+    assert table.loc["fits A100 40GB (39.4)", "sgdsai"] == "yes"
+    assert "state saving vs AdamW" not in table.index  # no AdamW run to compare with
+    rows = list(csv.DictReader(io.StringIO(render.profile_csv(doc))))
+    assert rows[0]["nvml_used_peak_bytes"] == str(30 * 1024**3) and rows[1]["nvml_used_peak_bytes"] == ""
+    assert rows[1]["status"] == "oom" and rows[0]["step_p50_ms"] == "1.5"
+    assert "| status | ok | oom |" in render.profile_markdown(doc)

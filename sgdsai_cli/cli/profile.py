@@ -294,7 +294,7 @@ def _print(doc: dict, output_format: str, quiet: bool) -> None:
     else:
         console = stdout()
         items = render.profile_renderables(doc)
-        for item in items[:1] if quiet else items:
+        for item in items[:2] if quiet else items:
             console.print(item)
 
 
