@@ -292,3 +292,21 @@ def test_cuda_step_transient_is_below_the_largest_tensor(impl):
     opt.step()
     torch.cuda.synchronize()
     assert torch.cuda.max_memory_allocated() - before <= max(p.nbytes for p in params)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_triton_kernel_in_the_interpreter_matches_eager(dtype, monkeypatch):
+    """Where Triton is installed, its CPU interpreter runs the CUDA kernel's code on CPU tensors."""
+    pytest.importorskip("triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.setattr(optim, "_TRITON", None)
+    monkeypatch.setattr(optim, "_TRITON_TRIED", False)
+    gen = torch.Generator().manual_seed(0)
+    p, g, m = (torch.randn(5003, generator=gen).to(dtype) for _ in range(3))
+    p2, m2 = p.clone(), m.clone()
+    assert optim._run_triton(p, g, m, 0.9, 0.999, 0.5)
+    m2.mul_(0.9).add_(g, alpha=0.1)
+    p2.mul_(0.999).add_(m2, alpha=-0.5)
+    tol = {} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    torch.testing.assert_close(m, m2, **tol)
+    torch.testing.assert_close(p, p2, **tol)
