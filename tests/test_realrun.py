@@ -334,3 +334,30 @@ def test_cuda_simulated_oom_keeps_peak(monkeypatch):
     assert run["status"] == "oom"
     assert run["memory"]["details"]["oom_phase"] == "optimizer_step"
     assert run["memory"]["peak_allocated_bytes"] > 0
+
+
+def test_real_renderables_tables():
+    from rich.console import Console
+
+    from sgdsai_cli.render_real import estimate_rows, fmt_size, phase_rows, real_renderables
+
+    mem = {"source": "measured", "param_bytes": 100, "state_bytes": 200, "peak_allocated_bytes": 1000,
+           "details": {"phases": {"forward": {"before_bytes": 300, "allocated_peak_bytes": 900,
+                                              "reserved_peak_bytes": 2048}},
+                       "estimate": {"state_bytes": 200, "peak_bytes": 1100},
+                       "estimate_error_pct": {"state_bytes": 0.0, "peak_bytes": 10.0},
+                       "allocator_backend": "native", "num_ooms": 0}}
+    doc = {"spec": {"model": "gpt2", "precision": "bf16", "device": "cuda"},
+           "runs": [{"optimizer": "sgdsai", "status": "ok", "memory": mem, "note": "NVML v1"},
+                    {"optimizer": "adamw", "status": "oom", "memory": {"source": "meta"}}]}
+    assert phase_rows(doc) == [{"optimizer": "sgdsai", "phase": "forward", "before_bytes": 300, "peak_bytes": 900,
+                                "reserved_peak_bytes": 2048}]
+    assert [(r["component"], r["estimate_bytes"], r["measured_bytes"], r["error_pct"]) for r in estimate_rows(doc)] \
+        == [("state", 200, 200, 0.0), ("peak", 1100, 1000, 10.0)]
+    console = Console(width=160, record=True)
+    for item in real_renderables(doc):
+        console.print(item)
+    text = console.export_text()
+    assert "Memory by phase" in text and "+10.0" in text and "native" in text and "NVML v1" in text
+    assert [fmt_size(b) for b in (None, 12, 2048, 3 * 2**30)] == ["-", "12 B", "2.0 KiB", "3.000 GiB"]
+    assert real_renderables({"runs": [{"optimizer": "x", "status": "ok", "memory": {"source": "meta"}}]}) == []
