@@ -371,7 +371,10 @@ def profile_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample
 
     est_note = None
     if estimate and not interrupted:
-        estimates, est_note = _estimates(spec, model_spec, optimizers)
+        try:
+            estimates, est_note = _estimates(spec, model_spec, optimizers)
+        except KeyboardInterrupt:  # Ctrl-C during the estimate: keep the measured runs
+            estimates, est_note, interrupted = {}, "estimate interrupted (Ctrl-C)", True
         for run in runs:
             attach_estimate(run, estimates.get(run["optimizer"]))
     if est_note:
@@ -384,7 +387,10 @@ def profile_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample
     if interrupted:
         doc["interrupted"] = True
     if out_dir is not None and not interrupted:
-        write_plots(doc, out_dir, samples_paths)
+        try:
+            write_plots(doc, out_dir, samples_paths)
+        except KeyboardInterrupt:
+            doc["interrupted"] = True
     return doc
 
 
