@@ -32,7 +32,7 @@ def preset_rows() -> list[dict]:
 @app.command("presets")
 @handle_errors
 def presets_command(
-    output_format: str = typer.Option("table", "--format", help="table or json."),
+    output_format: str = typer.Option("table", "--format", metavar="F", help="table or json."),
 ) -> None:
     """List the model presets: family, parameters and parameter bytes in each precision."""
     from ..errors import BadInput, did_you_mean
