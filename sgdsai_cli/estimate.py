@@ -453,16 +453,16 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
     """Estimate one steady-state training step of ``optimizer`` (see the module docstring)."""
     fb = trace_forward_backward(model_spec, precision, batch_size, seq_len)
     st = trace_step(model_spec, precision, optimizer)
-    param_bytes = _param_bytes(model_spec, precision)
-    grad_bytes = param_bytes
-    peak = param_bytes + st.state_bytes + max(fb.forward_backward_peak_bytes, grad_bytes + st.step_transient_bytes)
+    params = param_bytes(model_spec, precision)
+    grad_bytes = params
+    peak = params + st.state_bytes + max(fb.forward_backward_peak_bytes, grad_bytes + st.step_transient_bytes)
     return StepEstimate(
         optimizer=optimizer,
         impl=st.impl,
         precision=precision.name,
         batch_size=batch_size,
         seq_len=seq_len,
-        param_bytes=param_bytes,
+        param_bytes=params,
         grad_bytes=grad_bytes,
         state_bytes=st.state_bytes,
         activation_peak_bytes=fb.activation_peak_bytes,
@@ -481,8 +481,12 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
 
 
 @functools.lru_cache(maxsize=64)
-def _param_bytes(model_spec, precision: Precision) -> int:
+def param_bytes(model_spec, precision: Precision) -> int:
+    """Bytes of the model's parameters in the precision's dtype (a meta build; tied tensors once)."""
     from . import models
 
     model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
     return _unique_storage_bytes(model.parameters())
+
+
+_param_bytes = param_bytes  # the name the planner first used
