@@ -227,7 +227,7 @@ def test_profile_real_end_to_end_with_oom_plots_and_estimate(tmp_path, monkeypat
     """Two spawned children: sgdsai runs, adamw hits a (simulated) OOM; the doc, CSVs and plots."""
     monkeypatch.setenv("SGDSAI_TEST_RAISE_OOM", "adamw:optimizer_step")
     spec = ProfileSpec(model="tiny-gpt2", precision="fp32", device="cpu", batch_size=2, seq_len=16, warmup=3,
-                       steps=3)
+                       steps=2)
     doc = realrun.profile_real(spec, resolve_model("tiny-gpt2"), ["sgdsai", "adamw"], out_dir=tmp_path, quiet=True,
                                sample_interval_ms=5)
     assert doc["kind"] == "profile" and doc["spec"]["device"] == "cpu"
@@ -264,17 +264,17 @@ def test_cli_profile_cpu_writes_json_and_plots(tmp_path):
 
     out, rjson = tmp_path / "out", tmp_path / "r.json"
     res = CliRunner().invoke(app, ["profile", "--model", "tiny-gpt2", "--device", "cpu", "--steps", "5",
-                                   "--batch-size", "2", "--seq-len", "16", "--out", str(out), "--json", str(rjson),
-                                   "--quiet"])
+                                   "--batch-size", "2", "--seq-len", "16", "--warmup", "1", "--optimizer", "sgdsai",
+                                   "--out", str(out), "--json", str(rjson), "--quiet"])
     if "not built yet" in (res.output or "") + str(getattr(res, "stderr", "")):
         pytest.skip("sgdsai profile is not wired yet")
     assert res.exit_code == 0, res.output
     doc = json.loads(rjson.read_text())
-    assert [r["status"] for r in doc["runs"]] == ["ok", "ok"]
+    assert [(r["optimizer"], r["status"]) for r in doc["runs"]] == [("sgdsai", "ok")]
     assert all(r["memory"]["source"] == "measured" for r in doc["runs"])
     assert all(r["latency_ms"]["optimizer_step"]["n"] == 5 for r in doc["runs"])
     assert {p.name for p in Path(out).iterdir()} >= {"latency.png", "memory-over-time.svg", "state-by-key.png",
-                                                      "samples-sgdsai.csv", "samples-adamw.csv"}
+                                                      "samples-sgdsai.csv", "result.json"}
 
 
 # ----------------------------------------------------------------------------------------------
