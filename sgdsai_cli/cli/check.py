@@ -47,6 +47,8 @@ def check_command(
         print(dumps(report_to_dict(report)))
     else:
         console = stdout()
+        if not console.is_terminal:  # CI logs and files: do not squeeze the table to 80 columns
+            console.width = max(console.width, 120)
         console.print(check_table(report))
         for note in report.notes:
             console.print(f"note: {note}", highlight=False, markup=False)
