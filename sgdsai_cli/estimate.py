@@ -43,6 +43,8 @@ import weakref
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from .precision import Precision
 
@@ -62,7 +64,7 @@ class _Segment:
     freed_by_origin: dict[str, int] = field(default_factory=dict)  # bytes freed here, by allocating segment
 
 
-class _Tracker(torch.utils._python_dispatch.TorchDispatchMode):
+class _Tracker(TorchDispatchMode):
     """Live storage bytes allocated while the mode is active (exact, per op), in segments.
 
     ``live``: bytes of storages created under the mode and still alive. ``grad_bytes``: the part
@@ -111,10 +113,10 @@ class _Tracker(torch.utils._python_dispatch.TorchDispatchMode):
         out = func(*args, **kwargs)
         inputs = {
             t.untyped_storage()._cdata
-            for t in torch.utils._pytree.tree_leaves((args, kwargs))
+            for t in tree_leaves((args, kwargs))
             if isinstance(t, torch.Tensor)
         }
-        for t in torch.utils._pytree.tree_leaves(out):
+        for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 st = t.untyped_storage()
                 if st._cdata not in inputs:
@@ -347,7 +349,7 @@ def _state_tensors(optimizer):
     return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
 
 
-class SymbolicScalars(torch.utils._python_dispatch.TorchDispatchMode):
+class SymbolicScalars(TorchDispatchMode):
     """Answer ``Tensor.item()`` on meta and fake tensors with 1 (they have no values), counting reads.
 
     Some optimizers read a scalar on the host (Adafactor's step count and norms, the official
