@@ -195,8 +195,11 @@ def _title(doc: dict) -> str:
     model = doc.get("model") or {}
     dev = ((doc.get("environment") or {}).get("device") or {})
     device = dev.get("name") or spec.get("device") or "-"
+    shape = f"batch {spec.get('batch_size', '-')}"
+    if model.get("family") != "vit":  # ViT runs at its configured image size: no sequence length
+        shape += f" x seq {spec.get('seq_len', '-')}"
     parts = [str(model.get("name") or spec.get("model") or "-"), str(spec.get("precision") or "-"), str(device),
-             f"batch {spec.get('batch_size', '-')} x seq {spec.get('seq_len', '-')}"]
+             shape]
     return " | ".join(parts)
 
 
