@@ -10,8 +10,9 @@ Each figure is written as PNG and SVG (matplotlib, Agg backend, imported lazily 
 - ``latency``           when at least one run has ``latency_ms``: p50 per phase per optimizer,
                         with min..max whiskers, and the first optimizer step beside them;
 - ``memory-over-time``  when ``samples`` holds a frame for at least one run: allocator allocated
-                        and reserved, NVML used (or CPU live-tensor bytes and RSS), one panel per
-                        optimizer, the training phases shaded.
+                        and reserved and NVML used (CPU: live-tensor bytes) on the left axis, the
+                        host process's RSS on the right one; one panel per optimizer, the
+                        training phases shaded.
 
 A samples frame has the columns of the sampler CSV (``sgdsai_cli.sampler.SAMPLE_COLUMNS``):
 ``t_s``, ``phase`` and byte columns such as ``allocated_bytes``, ``reserved_bytes``,
@@ -32,17 +33,18 @@ PHASE_COLORS = {
     "forward": "#4c72b0",
     "backward": "#dd8452",
     "optimizer_step": "#55a868",
-    "zero_grad": "#8172b3",
-    "first_step": "#c44e52",
+    "zero_grad": "#c44e52",
+    "first_step": "#8c8c8c",
 }
-# (column, label) drawn in the memory-over-time panels, in this order
+# (column, label) of device memory drawn in the memory-over-time panels, in this order;
+# the host process's RSS goes on a second axis (it is another memory on CUDA, and on the CPU
+# it includes the libraries, hundreds of MiB that would flatten the tensors' curve).
 MEMORY_SERIES = (
     ("allocated_bytes", "allocated (allocator)"),
     ("reserved_bytes", "reserved (allocator)"),
     ("nvml_used_bytes", "used (NVML)"),
-    ("live_bytes", "live tensors"),
-    ("rss_bytes", "process RSS"),
 )
+CPU_LABELS = {"allocated_bytes": "live tensors (tracked steps)"}
 
 
 def _title(doc: dict[str, Any], what: str) -> str:
@@ -179,30 +181,42 @@ def _phase_spans(frame) -> list[tuple[float, float, str]]:
 
 
 def plot_memory_over_time(doc: dict[str, Any], samples: dict[str, Any], out_dir: Path) -> list[Path]:
-    """One panel per optimizer: memory series against time, phases shaded."""
+    """One panel per optimizer: device memory against time (left), host RSS (right), phases shaded."""
     frames = {name: f for name, f in (samples or {}).items() if f is not None and len(f) > 0 and "t_s" in f}
     if not frames:
         return []
     plt = _pyplot()
-    top = 0.0
-    for f in frames.values():
-        for col, _ in MEMORY_SERIES:
-            if col in f.columns and f[col].notna().any():
-                top = max(top, float(f[col].max()))
+    cpu = (doc.get("spec", {}).get("device") or "").startswith("cpu")
+
+    def has(f, col):
+        return col in f.columns and f[col].notna().any()
+
+    top = max((float(f[c].max()) for f in frames.values() for c, _ in MEMORY_SERIES if has(f, c)), default=1.0)
     scale, unit = _bytes_scale(top or 1)
+    rss_top = max((float(f["rss_bytes"].max()) for f in frames.values() if has(f, "rss_bytes")), default=1.0)
+    rss_scale, rss_unit = _bytes_scale(rss_top or 1)
     fig, axes = plt.subplots(len(frames), 1, figsize=(9, 2.8 * len(frames) + 0.8), sharex=False, squeeze=False)
     for ax, (name, f) in zip(axes[:, 0], frames.items(), strict=True):
         shaded = set()
         for t0, t1, phase in _phase_spans(f):
-            ax.axvspan(t0, t1, color=PHASE_COLORS[phase], alpha=0.12, lw=0,
+            ax.axvspan(t0, t1, color=PHASE_COLORS[phase], alpha=0.15, lw=0,
                        label=phase.replace("_", " ") if phase not in shaded else None)
             shaded.add(phase)
         for col, label in MEMORY_SERIES:
-            if col in f.columns and f[col].notna().any():
-                ax.plot(f["t_s"], f[col] / scale, label=label, lw=1.2)
-        ax.set_ylabel(f"memory ({unit})")
+            if has(f, col):
+                ax.plot(f["t_s"], f[col] / scale, label=CPU_LABELS.get(col, label) if cpu else label, lw=1.3)
+        ax.set_ylabel(f"{'tensor' if cpu else 'device'} memory ({unit})")
+        ax.set_ylim(bottom=0)
         ax.set_title(name, fontsize=9, loc="left")
-        ax.legend(fontsize=7, loc="upper left", ncol=3)
+        handles, labels = ax.get_legend_handles_labels()
+        if has(f, "rss_bytes"):
+            ax2 = ax.twinx()
+            line = ax2.plot(f["t_s"], f["rss_bytes"] / rss_scale, color="0.45", ls="--", lw=1.0,
+                            label="host process RSS (right)")
+            ax2.set_ylabel(f"host RSS ({rss_unit})", color="0.35")
+            ax2.set_ylim(bottom=0)
+            handles, labels = handles + line, labels + ["host process RSS (right)"]
+        ax.legend(handles, labels, fontsize=7, loc="upper left", ncol=3)
     axes[-1, 0].set_xlabel("time since run start (s)")
     fig.suptitle(_title(doc, "Memory over time"), fontsize=10)
     fig.tight_layout()
