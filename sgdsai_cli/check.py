@@ -350,13 +350,16 @@ def check_table(report: CheckReport, *, title: str | None = None):
     columns = [("case", "left")] if len(cases) > 1 else []
     for name, justify in (*columns, ("run", "left"), ("metric", "left"), ("baseline", "right"), ("current", "right"),
                           ("change", "right"), ("verdict", "left")):
-        table.add_column(name, justify=justify, no_wrap=name != "run")
+        widest = {"run": min(22, max([len(r.run) for r in report.rows] or [3])),
+                  "verdict": max([len(r.verdict) for r in report.rows] or [7])}
+        table.add_column(name, justify=justify, no_wrap=True, min_width=widest.get(name))
     for row in report.rows:
         style = _STYLE.get(row.verdict, "")
         baseline_text = _fmt_value(row, row.baseline)
         if row.kind == "budget":
             baseline_text = f"budget {baseline_text}"
         cells = [row.case] if len(cases) > 1 else []
-        table.add_row(*cells, row.run, row.metric, baseline_text, _fmt_value(row, row.current), _change_text(row),
+        metric = row.metric.removesuffix("_bytes") if row.kind == "memory" else row.metric
+        table.add_row(*cells, row.run, metric, baseline_text, _fmt_value(row, row.current), _change_text(row),
                       row.verdict, style=style or None)
     return table
