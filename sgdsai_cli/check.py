@@ -351,7 +351,7 @@ def check_table(report: CheckReport, *, title: str | None = None):
     for name, justify in (*columns, ("run", "left"), ("metric", "left"), ("baseline", "right"), ("current", "right"),
                           ("change", "right"), ("verdict", "left")):
         widest = {"run": min(22, max([len(r.run) for r in report.rows] or [3])),
-                  "verdict": max([len(r.verdict) for r in report.rows] or [7])}
+                  "verdict": max([7] + [len(r.verdict) for r in report.rows])}
         table.add_column(name, justify=justify, no_wrap=True, min_width=widest.get(name))
     for row in report.rows:
         style = _STYLE.get(row.verdict, "")
