@@ -81,7 +81,7 @@ class ProfileSpec:
 
 
 def utc_now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def environment(device: dict[str, Any] | None = None) -> dict[str, Any]:
