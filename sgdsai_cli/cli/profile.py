@@ -203,7 +203,10 @@ def profile_command(
     for name in optimizers:
         resolve_optimizer(name)
     spec_batch = _int("--batch-size", _pick(batch_size, config, "batch_size", 1))
-    spec_seq = _int("--seq-len", _pick(seq_len, config, "seq_len", 512))
+    # Default 512 tokens, or the model's whole context when it is shorter (tiny-gpt2: 128).
+    max_positions = getattr(model_spec.config, "n_positions", None)
+    default_seq = min(512, max_positions) if max_positions else 512
+    spec_seq = _int("--seq-len", _pick(seq_len, config, "seq_len", default_seq))
     spec_warmup = _int("--warmup", _pick(warmup, config, "warmup", 3), minimum=0)
     spec_steps = _int("--steps", _pick(steps, config, "steps", 10))
     interval = _float("--sample-interval-ms", _pick(sample_interval_ms, config, "sample_interval_ms", 10))
