@@ -2,14 +2,16 @@
 # GPU check: the real-run paths end to end on one CUDA device, in about 4-5 minutes on an H100.
 #
 #   OUT=out bash scripts/gpu-check.sh        # everything under $OUT (default: out/)
+#   BUDGET=300 OUT=out bash scripts/gpu-check.sh   # stop starting steps after ~300 s
 #
 # 1. sgdsai profile --device cuda for gpt2 and gpt2-xl in fp32 and bf16 with sgdsai and adamw
 #    (JSON, figures, samples CSVs; a memory snapshot for gpt2 bf16);
 # 2. llama2-7b bf16 (fits an 80 GB card) and llama2-7b fp32, where AdamW's model states alone are
 #    16 B/param = 107.8 GB: an out-of-memory that must come back as status "oom" with the estimate
 #    beside it, while the other optimizer still runs;
-# 3. benchmarks/sampler_overhead.py on gpt2 (step latency with the sampler on and off);
-# 4. pytest -m gpu;
+# 3. benchmarks/sampler_overhead.py on gpt2 (step latency with the sampler on and off; run after
+#    the gpt2 profiles);
+# 4. pytest -m gpu (last);
 # then a summary table of every result. Each command is time-boxed; a failing piece is logged
 # and the script goes on (set +e). Logs: $OUT/logs/*.log.
 set +e
@@ -43,9 +45,18 @@ fi
 
 elapsed() { echo $(( $(date +%s) - T0 )); }
 
-# run NAME TIMEOUT_S COMMAND...: time-boxed, logged, never fatal
+# run NAME TIMEOUT_S COMMAND...: time-boxed, logged, never fatal. The whole script keeps within
+# BUDGET seconds (default 330): a step gets at most what is left, and none starts with < 25 s left,
+# so the summary is always printed.
+BUDGET=${BUDGET:-330}
 run() {
   local name=$1 limit=$2; shift 2
+  local left=$(( BUDGET - $(elapsed) - 10 ))
+  if [ "$left" -lt 25 ]; then
+    printf '%-28s skipped (budget of %ss spent)\n' "$name" "$BUDGET" | tee -a "$OUT/logs/steps.log"
+    return 0
+  fi
+  [ "$limit" -gt "$left" ] && limit=$left
   local t=$(date +%s)
   timeout --signal=INT --kill-after=15 "$limit" "$@" >"$OUT/logs/$name.log" 2>&1
   local rc=$?
@@ -59,15 +70,16 @@ profile() {  # profile NAME TIMEOUT MODEL PRECISION [extra options]
     --optimizer sgdsai --optimizer adamw --quiet --out "$OUT/$name" --json "$OUT/$name.json" "$@"
 }
 
-profile gpt2-fp32      90 gpt2      fp32 --batch-size 4 --seq-len 512  --warmup 3 --steps 10
-profile gpt2-bf16      90 gpt2      bf16 --batch-size 4 --seq-len 512  --warmup 3 --steps 10 --snapshot
-profile gpt2-xl-fp32  110 gpt2-xl   fp32 --batch-size 2 --seq-len 512  --warmup 3 --steps 5
-profile gpt2-xl-bf16  110 gpt2-xl   bf16 --batch-size 2 --seq-len 512  --warmup 3 --steps 5
-profile llama2-7b-bf16 150 llama2-7b bf16 --batch-size 1 --seq-len 512 --warmup 2 --steps 3
-profile llama2-7b-fp32 150 llama2-7b fp32 --batch-size 1 --seq-len 256 --warmup 2 --steps 2
-run sampler-overhead  90 "$PY" benchmarks/sampler_overhead.py --model gpt2 --device cuda --batch-size 4 \
+# most important first: if time runs short the last steps are the ones skipped
+profile gpt2-bf16       90 gpt2      bf16 --batch-size 4 --seq-len 512 --warmup 3 --steps 10 --snapshot
+profile gpt2-fp32       90 gpt2      fp32 --batch-size 4 --seq-len 512 --warmup 3 --steps 10
+run sampler-overhead    90 "$PY" benchmarks/sampler_overhead.py --model gpt2 --device cuda --batch-size 4 \
   --seq-len 512 --rounds 12 --steps 10 --interval-ms 10 --json "$OUT/sampler-overhead.json"
-run pytest-gpu       150 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
+profile llama2-7b-fp32 110 llama2-7b fp32 --batch-size 1 --seq-len 256 --warmup 2 --steps 2
+run pytest-gpu         100 "$PY" -m pytest -m gpu -q -p no:cacheprovider tests
+profile gpt2-xl-bf16   100 gpt2-xl   bf16 --batch-size 2 --seq-len 512 --warmup 3 --steps 5
+profile gpt2-xl-fp32   100 gpt2-xl   fp32 --batch-size 2 --seq-len 512 --warmup 3 --steps 5
+profile llama2-7b-bf16 110 llama2-7b bf16 --batch-size 1 --seq-len 512 --warmup 2 --steps 3
 
 echo
 echo "== summary (GiB; ms; estimate error % of the peak) — $(elapsed) s in all"
