@@ -151,6 +151,18 @@ def _estimates(spec: ProfileSpec, model_spec, optimizers: list[str]) -> tuple[di
         return out, f"estimate failed ({e.__class__.__name__}: {e})"
 
 
+def estimate_name(optimizer: str, impl: str | None) -> str:
+    """The optimizer to estimate for a run: plain ``adamw`` as the implementation that ran.
+
+    The estimate follows torch's CUDA default path (foreach AdamW, a full-size temporary); on the
+    CPU torch's default is the per-tensor loop, so a CPU ``adamw`` run is compared with
+    ``adamw-loop``.
+    """
+    if optimizer == "adamw" and impl in ("loop", "foreach", "fused"):
+        return f"adamw-{impl}"
+    return optimizer
+
+
 def _measured_components(mem: dict) -> dict[str, int | None]:
     details = mem.get("details") or {}
     return {
@@ -371,12 +383,16 @@ def profile_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample
 
     est_note = None
     if estimate and not interrupted:
+        as_run = {run["optimizer"]: estimate_name(run["optimizer"], run.get("impl")) for run in runs}
         try:
-            estimates, est_note = _estimates(spec, model_spec, optimizers)
+            estimates, est_note = _estimates(spec, model_spec, list(dict.fromkeys(as_run.values())))
         except KeyboardInterrupt:  # Ctrl-C during the estimate: keep the measured runs
             estimates, est_note, interrupted = {}, "estimate interrupted (Ctrl-C)", True
         for run in runs:
-            attach_estimate(run, estimates.get(run["optimizer"]))
+            est = estimates.get(as_run[run["optimizer"]])
+            if est is not None and as_run[run["optimizer"]] != run["optimizer"]:
+                est = {**est, "optimizer": as_run[run["optimizer"]]}
+            attach_estimate(run, est)
     if est_note:
         for run in runs:
             run["note"] = "; ".join(filter(None, [run.get("note"), est_note]))

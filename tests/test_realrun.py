@@ -361,3 +361,12 @@ def test_real_renderables_tables():
     assert "Memory by phase" in text and "+10.0" in text and "native" in text and "NVML v1" in text
     assert [fmt_size(b) for b in (None, 12, 2048, 3 * 2**30)] == ["-", "12 B", "2.0 KiB", "3.000 GiB"]
     assert real_renderables({"runs": [{"optimizer": "x", "status": "ok", "memory": {"source": "meta"}}]}) == []
+
+
+@pytest.mark.parametrize(
+    "optimizer, impl, name",
+    [("adamw", "loop", "adamw-loop"), ("adamw", "foreach", "adamw-foreach"), ("adamw", None, "adamw"),
+     ("sgdsai", "compiled", "sgdsai"), ("adamw-fused", "fused", "adamw-fused")],
+)
+def test_estimate_name_follows_the_impl_that_ran(optimizer, impl, name):
+    assert realrun.estimate_name(optimizer, impl) == name
