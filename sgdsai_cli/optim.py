@@ -184,8 +184,11 @@ class SGDSaI(Optimizer):
         """
         start = FALLBACK.index("compiled" if self.impl == "auto" else self.impl)
         for impl in FALLBACK[start:]:
-            if _impl_available(impl, params, build=build):
-                return impl
+            if not _impl_available(impl, params, build=build):
+                continue
+            if self.impl == "auto" and impl == "compiled" and build and _serial_kernel_on_threads(params):
+                continue  # a one-thread kernel loses to torch's multi-threaded fused path
+            return impl
         return "loop"
 
     @torch.no_grad()
@@ -419,6 +422,13 @@ def _impl_available(impl: str, params: list[Tensor], *, build: bool) -> bool:
             return False
         return _triton_works() if build else _has_triton()
     return False
+
+
+def _serial_kernel_on_threads(params: list[Tensor]) -> bool:
+    """The CPU kernel was built without OpenMP while torch runs several threads."""
+    kernel = _CPU_KERNEL
+    return (params[0].device.type == "cpu" and kernel is not None and not kernel.openmp
+            and torch.get_num_threads() > 1)
 
 
 def _run_kernel(p: Tensor, g: Tensor, buf: Tensor | None, mu: float, decay: float, step: float) -> bool:
