@@ -114,7 +114,7 @@ def _environment_facts(doc: dict) -> list[tuple[str, str]]:
         device += f", {dev['total_memory_bytes'] / 1024**3:,.1f} GiB"
     if dev.get("driver"):
         device += f", driver {dev['driver']}"
-    return [("device", device), ("torch", _cell(env.get("torch"))), ("python", _cell(env.get("python"))),
+    return [("ran on", device), ("torch", _cell(env.get("torch"))), ("python", _cell(env.get("python"))),
             ("platform", _cell(env.get("platform"))),
             ("created", f"{_cell(doc.get('created_utc'))} by sgdsai {_cell(doc.get('tool_version'))}")]
 

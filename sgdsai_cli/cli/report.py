@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, handle_errors, stdout
+from .app import app, handle_errors
 
 
 @app.command("report")
@@ -20,7 +20,5 @@ def report_command(
     from ..report import build_report
 
     paths = build_report(results, out)
-    console = stdout()
-    console.print(f"wrote {paths.markdown}", highlight=False, markup=False)
-    console.print(f"wrote {paths.html} ({paths.html.stat().st_size / 1024:,.0f} KiB, {len(paths.figures)} figures "
-                  "embedded)", highlight=False, markup=False)
+    print(f"wrote {paths.markdown}")
+    print(f"wrote {paths.html} ({paths.html.stat().st_size / 1024:,.0f} KiB, {len(paths.figures)} figures embedded)")
