@@ -7,7 +7,8 @@ The worker's own training loop (``sgdsai_cli.worker``: the same phases, CUDA eve
 ``memory_stats``) runs in this one process on one model; rounds alternate sampler on and off
 (ABBA order, so drift cancels), each round ``--steps`` steps. Reported: the p50 step time of each
 mode (the sum of the four phase timings: CUDA events on CUDA), the wall-clock time per step,
-and the ratio on/off, per round pair and over all steps. The issue's bar: under 2 %.
+and the ratio on/off, per adjacent on/off round pair (the headline: the median of those, robust
+to drift) and over all steps. The issue's bar: under 2 %.
 Prints one summary line per figure and, with --json, writes them.
 """
 
@@ -103,8 +104,10 @@ def main(argv=None) -> int:
         print(f"  median of per-pair ratios: {result['ratio_per_pair_median']:.4f}")
     print(f"  wall clock per step: on {wall_on:.3f} ms, off {wall_off:.3f} ms, "
           f"ratio {result['wall_ratio_on_off']:.4f} ({100 * (result['wall_ratio_on_off'] - 1):+.2f} %)")
-    ok = abs(result["ratio_on_off"] - 1) < 0.02
-    print(f"  within 2 %: {'yes' if ok else 'no'}")
+    headline = result["ratio_per_pair_median"] or result["ratio_on_off"]
+    result["overhead_pct"] = 100 * (headline - 1)
+    print(f"  overhead (median of per-pair ratios): {result['overhead_pct']:+.2f} %; "
+          f"within 2 %: {'yes' if abs(headline - 1) < 0.02 else 'no'}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     return 0

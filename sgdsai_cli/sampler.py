@@ -213,11 +213,23 @@ def cuda_allocator_reader(torch_index: int) -> Callable[[], tuple[int, int]]:
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
+_STATM: dict[str, int | None] = {}  # pid -> fd kept open: a pread costs ~2 us, an open ~25 us
+
+
 def rss_bytes() -> int | None:
     """This process's resident set size now (Linux /proc; None elsewhere)."""
+    pid = os.getpid()
+    if _STATM.get("pid") != pid:  # first use, or a forked child: /proc/self was resolved at open
+        try:
+            fd = os.open("/proc/self/statm", os.O_RDONLY)
+        except OSError:
+            fd = None
+        _STATM.update(pid=pid, fd=fd)
+    fd = _STATM["fd"]
+    if fd is None:
+        return None
     try:
-        with open("/proc/self/statm", "rb") as f:
-            return int(f.read().split()[1]) * _PAGE
+        return int(os.pread(fd, 128, 0).split()[1]) * _PAGE
     except (OSError, ValueError, IndexError):
         return None
 
