@@ -127,7 +127,8 @@ if so.exists():
     s = json.loads(so.read_text())
     print(f"sampler overhead ({s['model']} {s['precision']} {s['optimizer']}, {s['device']}, every "
           f"{s['interval_ms']:g} ms): step p50 on {s['step_ms_p50_on']:.2f} ms / off {s['step_ms_p50_off']:.2f} ms"
-          f" = {s['ratio_on_off']:.4f}; wall {s['wall_ratio_on_off']:.4f}")
+          f" = {s['ratio_on_off']:.4f}; per-pair median {s.get('ratio_per_pair_median')}; wall "
+          f"{s['wall_ratio_on_off']:.4f}; overhead {s.get('overhead_pct', 0):+.2f} %")
 EOF
 echo "== steps"
 cat "$OUT/logs/steps.log"
