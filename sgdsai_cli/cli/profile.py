@@ -252,14 +252,18 @@ def profile_command(
             raise BadInput("real runs (--device cpu/cuda) are not built yet") from None
         if out is not None:
             out.mkdir(parents=True, exist_ok=True)
+        samples_dir = json_path.parent if (out is None and json_path is not None) else None
         doc = profile_real(spec, model_spec, optimizers, sample_interval_ms=interval, out_dir=out,
-                           snapshot=snapshot, quiet=quiet)
+                           snapshot=snapshot, quiet=quiet, samples_dir=samples_dir)
 
     # ---- outputs
     _write_outputs(doc, json_path, out, dev, quiet, err)
     _print(doc, output_format, quiet)
     if verbose:
         err.print(_timing_line(doc, time.perf_counter() - t_start), markup=False, highlight=False)
+    if doc.get("interrupted"):  # Ctrl-C: the finished runs are written above
+        err.print("interrupted: finished runs kept", markup=False, highlight=False)
+        raise typer.Exit(130)
     if baseline_path is not None:
         _baseline(doc, baseline_path, baseline_doc, tol, update_baseline, quiet, output_format, err)
 
@@ -298,6 +302,10 @@ def _print(doc: dict, output_format: str, quiet: bool) -> None:
     else:
         console = stdout()
         items = render.profile_renderables(doc)
+        if not quiet and doc.get("spec", {}).get("device", "meta") != "meta":
+            from ..render_real import real_renderables
+
+            items = items + real_renderables(doc)
         for item in items[:2] if quiet else items:
             console.print(item)
 
