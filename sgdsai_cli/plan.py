@@ -8,13 +8,17 @@ Per optimizer O, precision P and GPU g (all sizes in bytes; P, G, S = params, gr
     model_state  = P + G + S                                 exact (fake-tensor step of the full model)
     activations  = A(batch, seq)                             fake-tensor trace of forward + backward: the
                                                              activation peak (estimate.activation_bytes)
+    fb_peak      = FB(batch, seq)                            the same trace's peak of activations plus the
+                                                             gradients accumulated so far (<= A + G)
     transient    = T                                         what optimizer.step() allocates on top of its
                                                              state (foreach AdamW: a full-size sqrt copy)
     context      = CONTEXT_BYTES (1 GiB unless --context)    CUDA context, cuBLAS workspace, allocator slack
-    total        = model_state + max(A, T) + context         (the step runs after backward freed A)
+    total        = P + S + max(FB, G + T) + context          forward/backward peak, or the step's peak after
+                                                             backward freed the activations (as the profile's
+                                                             estimated peak, plus the context)
     usable(g)    = memory(g) - context
     fits         = total <= memory(g)
-    max_batch    = largest B with model_state + max(A(B, seq), T) <= usable(g)   (0 when B = 1 does not fit)
+    max_batch    = largest B with P + S + max(FB(B, seq), G + T) <= usable(g)   (0 when B = 1 does not fit)
 
 Every optimizer is planned on the path it takes on a GPU (``estimate.use_cuda_default_path``): ``adamw``
 runs foreach there (its ``sqrt(exp_avg_sq)`` is a full-size temporary); name ``adamw-fused`` or
@@ -24,7 +28,7 @@ GPUs needed, each GPU running one micro-batch of ``batch_size``; the smallest N 
 fit usable(g), ``None`` when no N can (the step transient shards with the state under ZeRO, and is
 added on top of A there, which errs on the safe side):
 
-    DDP        P + G + S + max(A, T)       <= usable   -> 1, or None (replicas never shrink)
+    DDP        total <= memory(g), i.e. fits             -> 1, or None (replicas never shrink)
     ZeRO-1     P + G + (S + T)/N + A       <= usable   -> N = ceil((S + T) / (usable - A - P - G))
     ZeRO-2     P + (G + S + T)/N + A       <= usable   -> N = ceil((G + S + T) / (usable - A - P))
     ZeRO-3     (P + G + S + T)/N + A       <= usable   -> N = ceil((P + G + S + T) / (usable - A))   (= FSDP)
@@ -68,6 +72,7 @@ class PlanRow:
     state_bytes: int
     model_state_bytes: int
     activation_bytes: int
+    forward_backward_peak_bytes: int
     step_transient_bytes: int
     total_bytes: int
     fits: bool
@@ -76,8 +81,11 @@ class PlanRow:
 
 
 def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_bytes: int,
-                usable_bytes: int, transient_bytes: int = 0) -> dict[str, int | None]:
-    """Smallest GPU count per strategy (see the module docstring); None when no count fits."""
+                usable_bytes: int, transient_bytes: int = 0, fits: bool | None = None) -> dict[str, int | None]:
+    """Smallest GPU count per strategy (see the module docstring); None when no count fits.
+
+    ``fits`` (the single-GPU verdict from the exact timeline) decides DDP when given; without it DDP
+    uses the conservative ``P + G + S + max(A, T) <= usable``."""
 
     def shards(sharded: int, replicated: int) -> int | None:
         room = usable_bytes - activation_bytes - replicated
@@ -88,7 +96,7 @@ def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_
     t = transient_bytes
     whole = param_bytes + grad_bytes + state_bytes + max(activation_bytes, t)
     return {
-        "ddp": 1 if whole <= usable_bytes else None,
+        "ddp": 1 if (fits if fits is not None else whole <= usable_bytes) else None,
         "zero1": shards(state_bytes + t, param_bytes + grad_bytes),
         "zero2": shards(grad_bytes + state_bytes + t, param_bytes),
         "zero3": shards(param_bytes + grad_bytes + state_bytes + t, 0),
@@ -144,20 +152,24 @@ def max_batch_size(activation: Callable[[int], int], room_bytes: int, limit: int
     return good
 
 
-def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable[[int], int]:
-    """A cached ``batch -> activation bytes`` from the fake-tensor estimate."""
+def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable[[int], tuple[int, int]]:
+    """``batch -> (activation peak, forward/backward peak with gradients)`` from the fake-tensor trace
+    (the trace is cached by ``estimate``)."""
     from . import estimate
     from .precision import resolve_precision
 
     prec = resolve_precision(precision)
-    cache: dict[int, int] = {}
 
-    def activation(batch_size: int) -> int:
-        if batch_size not in cache:
-            cache[batch_size] = int(estimate.activation_bytes(model_spec, prec, batch_size, seq_len))
-        return cache[batch_size]
+    def activation(batch_size: int) -> tuple[int, int]:
+        trace = estimate.trace_forward_backward(model_spec, prec, batch_size, seq_len)
+        return int(trace.activation_peak_bytes), int(trace.forward_backward_peak_bytes)
 
     return activation
+
+
+def _pair(value) -> tuple[int, int]:
+    """An activation function may return one number (used as both figures) or the pair."""
+    return (int(value), int(value)) if isinstance(value, (int, float)) else (int(value[0]), int(value[1]))
 
 
 def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
@@ -184,11 +196,12 @@ def model_info(model_spec) -> dict:
 
 def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, seq_len: int = 512,
               context_bytes: int = CONTEXT_BYTES,
-              activation_fn: Callable[[Any, str, int], Callable[[int], int]] | None = None,
+              activation_fn: Callable[[Any, str, int], Callable[[int], Any]] | None = None,
               step_fn: Callable[[Any, str, str], dict] | None = None) -> list[PlanRow]:
     """The plan rows for resolved inputs. ``gpus`` are ``gpus.GPU`` records.
 
-    ``activation_fn(model_spec, precision, seq_len)`` returns a ``batch -> bytes`` function and
+    ``activation_fn(model_spec, precision, seq_len)`` returns a ``batch -> (activation peak, forward/backward
+    peak)`` function (one number stands for both) and
     ``step_fn(model_spec, precision, optimizer)`` a dict of impl, param/grad/state/step_transient bytes;
     both default to the fake-tensor estimators and are parameters so tests can plan without tracing.
     """
@@ -196,8 +209,15 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
     step_fn = step_fn or _default_step_fn
     rows: list[PlanRow] = []
     for precision in precisions:
-        activation = activation_fn(model_spec, precision, seq_len)
-        act = activation(batch_size)
+        traced = activation_fn(model_spec, precision, seq_len)
+        cache: dict[int, tuple[int, int]] = {}
+
+        def pair(b: int, traced=traced, cache=cache) -> tuple[int, int]:
+            if b not in cache:
+                cache[b] = _pair(traced(b))
+            return cache[b]
+
+        act, fb = pair(batch_size)
         for optimizer in optimizers:
             sizes = step_fn(model_spec, precision, optimizer)
             p, g, s = sizes["param_bytes"], sizes["grad_bytes"], sizes["state_bytes"]
@@ -205,16 +225,17 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
             states = p + g + s
             for gpu in gpus:
                 usable = gpu.memory_bytes - context_bytes
-                total = states + max(act, t) + context_bytes
-                room = usable - states
+                total = p + s + max(fb, g + t) + context_bytes
+                room = usable - p - s  # for the forward/backward peak, which includes the gradients
+                fits = total <= gpu.memory_bytes
                 rows.append(PlanRow(
                     optimizer=optimizer, impl=sizes.get("impl"), precision=precision,
                     gpu=gpu.name, gpu_label=gpu.label, gpu_memory_bytes=gpu.memory_bytes, usable_bytes=usable,
                     context_bytes=context_bytes, param_bytes=p, grad_bytes=g, state_bytes=s,
-                    model_state_bytes=states, activation_bytes=act, step_transient_bytes=t, total_bytes=total,
-                    fits=total <= gpu.memory_bytes,
-                    max_batch_size=max_batch_size(activation, room) if t <= room else 0,
-                    gpus_needed=gpus_needed(p, g, s, act, usable, t),
+                    model_state_bytes=states, activation_bytes=act, forward_backward_peak_bytes=fb,
+                    step_transient_bytes=t, total_bytes=total, fits=fits,
+                    max_batch_size=max_batch_size(lambda b, pair=pair: pair(b)[1], room) if g + t <= room else 0,
+                    gpus_needed=gpus_needed(p, g, s, act, usable, t, fits),
                 ))
     return rows
 
@@ -250,7 +271,8 @@ def plan_document(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, 
         "assumptions": {
             "context_bytes": context_bytes,
             "source": "fake",
-            "total_bytes": "model_state_bytes + max(activation_bytes, step_transient_bytes) + context_bytes",
+            "total_bytes": "param_bytes + state_bytes + max(forward_backward_peak_bytes, grad_bytes + "
+                           "step_transient_bytes) + context_bytes",
             "usable_bytes": "gpu_memory_bytes - context_bytes",
             "gpus_needed": "smallest N with per-GPU bytes <= usable_bytes, one micro-batch of batch_size "
                            "per GPU; null when no N fits (formulas: sgdsai_cli/plan.py, README)",
@@ -356,14 +378,18 @@ def plan_plots(doc: dict, out_dir: str | Path) -> list[Path]:
             by_opt.setdefault(r["optimizer"], r)
             gpus[r["gpu"]] = (r["gpu_label"], r["gpu_memory_bytes"])
         names = list(by_opt)
+        labels = [f"{n}/{by_opt[n]['impl']}" if by_opt[n].get("impl") else n for n in names]
         parts = [("param_bytes", "parameters", "#4c72b0"), ("grad_bytes", "gradients", "#dd8452"),
-                 ("state_bytes", "optimizer state", "#55a868"), ("activation_bytes", "activations", "#c44e52"),
+                 ("state_bytes", "optimizer state", "#55a868"),
+                 ("peak_extra", "activations or step temporaries (at the peak)", "#c44e52"),
                  ("context_bytes", "CUDA context allowance", "#8c8c8c")]
+        by_opt = {n: {**r, "peak_extra": r["total_bytes"] - r["model_state_bytes"] - r["context_bytes"]}
+                  for n, r in by_opt.items()}
         fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(names) + 3.5), 4.8))
         bottom = [0.0] * len(names)
         for key, label, color in parts:
             values = [by_opt[n][key] / GiB for n in names]
-            ax.bar(names, values, bottom=bottom, label=label, color=color, width=0.55)
+            ax.bar(labels, values, bottom=bottom, label=label, color=color, width=0.55)
             bottom = [b + v for b, v in zip(bottom, values, strict=True)]
         for (label, mem), style in zip(sorted(gpus.values(), key=lambda g: g[1]),
                                        ["--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1))] * 4,

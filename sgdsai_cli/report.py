@@ -209,7 +209,8 @@ def _plan_section(section: Section, doc: dict, fig_dir: Path) -> None:
         section.notes += [
             "states = params + grads + optimizer state (exact); activ. = activation peak of forward + backward "
             "(fake-tensor estimate); step tmp = optimizer.step() temporaries.",
-            "total = states + max(activ., step tmp) + CUDA context allowance"
+            "total = params + state + max(forward/backward peak incl. grads, grads + step tmp) + CUDA context "
+            "allowance"
             + (f" ({ctx / 1024**3:g} GiB)" if ctx is not None else "") + "; fits = total <= the card's memory.",
             "DDP / ZeRO-1 / ZeRO-2 / ZeRO-3: GPUs needed, each running one micro-batch; '-' = no count fits.",
         ]
@@ -324,13 +325,16 @@ th { background: var(--head); font-weight: 600; }
 td.num { text-align: right; }
 td.yes { color: #1a7f37; font-weight: 600; }
 td.no { color: #cf222e; font-weight: 600; }
-table.facts td:first-child { color: var(--muted); }
-table.facts td { white-space: normal; }
+dl.facts { display: grid; grid-template-columns: repeat(auto-fill, minmax(250px, 1fr)); gap: 0 18px;
+           margin: 4px 0 10px; font-size: 13px; }
+dl.facts div { display: flex; gap: 8px; padding: 3px 0; border-bottom: 1px solid var(--line); min-width: 0; }
+dl.facts dt { color: var(--muted); flex: 0 0 84px; }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
 figure { margin: 14px 0 22px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 6px; }
 figcaption { color: var(--muted); font-size: 13px; }
 ul.notes { color: var(--muted); font-size: 13px; padding-left: 20px; }
-.grid { display: grid; grid-template-columns: repeat(auto-fill, minmax(520px, 1fr)); gap: 8px 24px; }
+.grid { display: grid; grid-template-columns: minmax(0, 980px); gap: 8px; }
 """
 
 
@@ -365,8 +369,8 @@ def render_html(sections: list[Section], generated: str) -> str:
     for s in sections:
         body.append(f'<section id="{s.anchor}"><h2>{e(s.title)}</h2>')
         body.append(f'<p class="muted">Source: <code>{e(s.source)}</code> (kind <code>{e(s.kind)}</code>)</p>')
-        body.append(_html_table(Table("Settings and environment", ["setting", "value"],
-                                      [[k, v] for k, v in s.facts]), "facts"))
+        body.append('<h3>Settings and environment</h3><dl class="facts">'
+                    + "".join(f"<div><dt>{e(k)}</dt><dd>{e(v)}</dd></div>" for k, v in s.facts) + "</dl>")
         body += [_html_table(t) for t in s.tables]
         if s.figures:
             body.append('<div class="grid">')

@@ -96,7 +96,12 @@ def fake_steps(bytes_per_param_state, transient=None):
 
 
 def fake_activation(per_sample):
-    return lambda model_spec, precision, seq_len: (lambda b: per_sample * b)
+    """(activation peak, forward/backward peak): the latter with all gradients of 1000 parameters on top."""
+    def make(model_spec, precision, seq_len):
+        grads = (4 if precision == "fp32" else 2) * 1000
+        return lambda b: (per_sample * b, per_sample * b + grads)
+
+    return make
 
 
 def test_plan_rows_with_fakes():
@@ -195,8 +200,9 @@ def test_plan_document_schema(llama_plan):
         assert {"optimizer", "precision", "gpu", "gpu_memory_bytes", "model_state_bytes", "activation_bytes",
                 "total_bytes", "fits", "max_batch_size", "gpus_needed"} <= set(r)
         assert set(r["gpus_needed"]) == {"ddp", "zero1", "zero2", "zero3"}
-        assert r["total_bytes"] == (r["model_state_bytes"] + max(r["activation_bytes"], r["step_transient_bytes"])
-                                + CONTEXT_BYTES)
+        step_peak = r["grad_bytes"] + r["step_transient_bytes"]
+        assert r["total_bytes"] == (r["param_bytes"] + r["state_bytes"] + CONTEXT_BYTES
+                                    + max(r["forward_backward_peak_bytes"], step_peak))
     frame = plan_frame(llama_plan)
     assert list(frame["gpus_zero3"])[:2] == [r["gpus_needed"]["zero3"] for r in llama_plan["rows"][:2]]
     header, cells = plan_table_rows(llama_plan)

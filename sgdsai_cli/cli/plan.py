@@ -74,9 +74,10 @@ def plan_command(
     console = wide_console()
     console.print(plan_table(doc))
     console.print("states = params + grads + optimizer state (exact); activ. = activation peak of forward + "
-                  "backward (fake-tensor estimate);\nstep tmp = optimizer.step() temporaries; total = states + "
-                  "max(activ., step tmp) + context allowance;\nDDP/ZeRO-1/2/3 = GPUs needed with one micro-batch "
-                  "each, '-' = no count fits. Formulas: README, sgdsai_cli/plan.py.", highlight=False, markup=False)
+                  "backward (fake-tensor estimate);\nstep tmp = optimizer.step() temporaries; total = params + "
+                  "state + max(forward/backward peak incl. grads, grads + step tmp) + context allowance;\n"
+                  "DDP/ZeRO-1/2/3 = GPUs needed with one micro-batch each, '-' = no count fits. "
+                  "Formulas: README, sgdsai_cli/plan.py.", highlight=False, markup=False)
     for path in ([json_path] if json_path else []) + written:
         console.print(f"wrote {path}", highlight=False, markup=False)
 
