@@ -33,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
                     "[default: gpt2 and llama2-7b:1]")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--precision", default="fp32")
-    ap.add_argument("--optimizer", action="append", help=f"repeatable [default: {', '.join(OPTIMIZERS)}]")
+    ap.add_argument("--optimizer", "-o", action="append", help=f"repeatable [default: {', '.join(OPTIMIZERS)}]")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--steps", type=int, default=11)
     ap.add_argument("--repeats", type=int, default=1)
