@@ -137,8 +137,8 @@ def gsnr_command(
     seq_len: str = typer.Option(None, "--seq-len", help="Tokens per sequence [default: min(128, model positions)].",
                                 show_default=False),
     seed: str = typer.Option("0", "--seed", help="Seed for the model init and the batches."),
-    lr: str = typer.Option("1e-3", "--lr", help="Learning rate of the training between steps "
-                                                "(the official SGD-SaI 1e-2 diverges on gpt2)."),
+    lr: str = typer.Option("1e-5", "--lr", help="Learning rate of the training between steps "
+                                                "(SGD-SaI's official 1e-2 diverges on gpt2, 1e-3 and 1e-4 too)."),
     out: Path = typer.Option(None, "--out", help="Folder for gsnr.json, gsnr.csv and the figures (PNG and SVG).",
                              show_default=False),
     json_path: Path = typer.Option(None, "--json", help="Write the result document here (CSV beside it).",
@@ -157,9 +157,9 @@ def gsnr_command(
     try:
         lr_value = float(lr)
     except ValueError:
-        raise BadInput(f"bad --lr '{lr}' (must be a positive number such as 1e-3)") from None
+        raise BadInput(f"bad --lr '{lr}' (must be a positive number such as 1e-5)") from None
     if not (math.isfinite(lr_value) and lr_value > 0):
-        raise BadInput(f"bad --lr '{lr}' (must be a positive number such as 1e-3)")
+        raise BadInput(f"bad --lr '{lr}' (must be a positive number such as 1e-5)")
     from ..gsnr import analyse, parse_steps, tensors_csv
 
     parse_steps(steps)  # fail before any work
