@@ -33,7 +33,8 @@ added on top of A there, which errs on the safe side):
     ZeRO-2     P + (G + S + T)/N + A       <= usable   -> N = ceil((G + S + T) / (usable - A - P))
     ZeRO-3     (P + G + S + T)/N + A       <= usable   -> N = ceil((P + G + S + T) / (usable - A))   (= FSDP)
 
-ZeRO-3's gathered layer (one block's parameters at a time) and communication buffers are not added.
+When one GPU fits (``fits``), every strategy needs 1. ZeRO-3's gathered layer (one block's parameters
+at a time) and communication buffers are not added.
 """
 
 from __future__ import annotations
@@ -95,8 +96,10 @@ def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_
 
     t = transient_bytes
     whole = param_bytes + grad_bytes + state_bytes + max(activation_bytes, t)
+    if fits if fits is not None else whole <= usable_bytes:
+        return {k: 1 for k in STRATEGIES}  # one GPU holds it all: no strategy needs more
     return {
-        "ddp": 1 if (fits if fits is not None else whole <= usable_bytes) else None,
+        "ddp": None,
         "zero1": shards(state_bytes + t, param_bytes + grad_bytes),
         "zero2": shards(grad_bytes + state_bytes + t, param_bytes),
         "zero3": shards(param_bytes + grad_bytes + state_bytes + t, 0),

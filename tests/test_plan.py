@@ -208,3 +208,9 @@ def test_plan_document_schema(llama_plan):
     header, cells = plan_table_rows(llama_plan)
     assert len(cells) == 8 and header[-1] == "ZeRO-3"
     assert plan_table(llama_plan).row_count == 8
+
+
+def test_fitting_one_gpu_means_one_for_every_strategy():
+    # the conservative ZeRO formula alone would ask for 2 (A on top of all of P + G); the exact fit says 1
+    assert gpus_needed(40, 40, 10, 15, 100, 0, fits=True) == {"ddp": 1, "zero1": 1, "zero2": 1, "zero3": 1}
+    assert gpus_needed(40, 40, 10, 15, 100, 0, fits=False) == {"ddp": None, "zero1": 2, "zero2": 2, "zero3": 2}
