@@ -409,7 +409,10 @@ def plan_plots(doc: dict, out_dir: str | Path) -> list[Path]:
                      f"batch {spec.get('batch_size')} x seq {spec.get('seq_len')}")
         ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
         fig.tight_layout()
-        stem = f"plan-{spec.get('model')}-{precision}".replace("/", "_")
+        model_name = str(spec.get("model"))
+        if model_name.endswith(".json"):  # a config.json path: name the file after it
+            model_name = Path(model_name).parent.name if Path(model_name).stem == "config" else Path(model_name).stem
+        stem = f"plan-{model_name}-{precision}".replace("/", "_").replace("\\", "_")
         for ext in ("png", "svg"):
             buf = io.BytesIO()
             fig.savefig(buf, format=ext, dpi=120, bbox_inches="tight")
