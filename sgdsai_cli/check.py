@@ -316,7 +316,7 @@ def _change_text(row: CheckRow) -> str:
     if row.kind in ("status", "run"):
         return ""
     if row.change is None:
-        return "-" if row.current == row.baseline else "new"
+        return "-" if row.current == row.baseline else "from 0"
     return f"{row.change * 100:+.2f}%"
 
 
