@@ -219,3 +219,13 @@ def test_report_to_dict_and_table():
 )
 def test_fmt_bytes(n, text):
     assert fmt_bytes(n) == text
+
+
+def test_growth_from_zero_is_a_regression():
+    base = doc([run("sgdsai", step_transient_bytes=0)])
+    cur = doc([run("sgdsai", step_transient_bytes=10)])
+    report = compare_documents(cur, base, tolerance=0.5)
+    [failure] = report.failures
+    assert (failure.metric, failure.change, failure.verdict) == ("step_transient_bytes", None, "regression")
+    assert report.summary().endswith("step_transient_bytes of sgdsai/loop (llama2-7b fp32 meta) from 0")
+    assert compare_documents(base, base, tolerance=0).passed  # 0 -> 0 is fine
