@@ -353,3 +353,16 @@ def test_divergence_stops_training(lr, diverged):
 def test_bad_lr(lr):
     with pytest.raises(BadInput, match="--lr"):
         analyse("tiny-gpt2", device="cpu", steps="0", lr=lr)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
+def test_analyse_on_cuda(precision):
+    doc = analyse("tiny-gpt2", device="cuda", precision=precision, steps="0,3", batch_size=2, seq_len=32)
+    assert doc["environment"]["device"]["type"] == "cuda"
+    assert doc["checks"]["sgdsai_state_equal"]["equal"] is True
+    assert doc["training"]["diverged_at_step"] is None
+    for t in doc["tensors"]:
+        if t["degenerate"] is None:
+            assert t["gsnr_init"] >= math.sqrt(t["numel"] - 1) * (1 - 1e-5), t["name"]
