@@ -182,7 +182,7 @@ def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
 
     prec = resolve_precision(precision)
     trace = estimate.trace_step(model_spec, prec, optimizer)  # on the CUDA default path
-    param_bytes = estimate._param_bytes(model_spec, prec)
+    param_bytes = estimate.param_bytes(model_spec, prec)
     return {"impl": trace.impl, "param_bytes": param_bytes, "grad_bytes": param_bytes,
             "state_bytes": trace.state_bytes, "step_transient_bytes": trace.step_transient_bytes}
 
