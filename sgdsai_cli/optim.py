@@ -362,7 +362,11 @@ def _steady_fused(params, grads, bufs, scales, lr, mu, decay) -> None:
     if decay != 1.0:  # torch's fused SGD couples weight decay into the momentum: decay apart
         torch._foreach_mul_(params, decay)
     for p, g, buf, s in zip(params, grads, bufs, scales, strict=False):
-        _fused_sgd(p, g, buf, lr * s, mu)
+        if _kernel_ok(p, g, buf):
+            _fused_sgd(p, g, buf, lr * s, mu)
+        else:  # torch's fused kernel walks raw memory: tensors of different layouts go eager
+            buf.mul_(mu).add_(g, alpha=1.0 - mu)
+            p.add_(buf, alpha=-lr * s)
 
 
 def _direct_fused(params, dirs, scales, lr, decay) -> None:
@@ -371,7 +375,10 @@ def _direct_fused(params, dirs, scales, lr, decay) -> None:
     if decay != 1.0:
         torch._foreach_mul_(params, decay)
     for p, d, s in zip(params, dirs, scales, strict=False):
-        _fused_sgd(p, d, None, lr * s, 0.0)
+        if _kernel_ok(p, d):
+            _fused_sgd(p, d, None, lr * s, 0.0)
+        else:
+            p.add_(d, alpha=-lr * s)
 
 
 def _kernel_ok(*tensors: Tensor) -> bool:
