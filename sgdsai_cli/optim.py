@@ -383,20 +383,56 @@ def _direct_fused(params, dirs, scales, lr, decay) -> None:
 
 def _kernel_ok(*tensors: Tensor) -> bool:
     """The compiled kernels take dense contiguous tensors of one dtype and one device."""
-    first = tensors[0]
-    return all(t.is_contiguous() and t.dtype == first.dtype and t.device == first.device for t in tensors)
+    dtype, device = tensors[0].dtype, tensors[0].device
+    for t in tensors:  # a plain loop: this runs for every tensor of every step
+        if not (t.is_contiguous() and t.dtype == dtype and t.device == device):
+            return False
+    return True
 
 
 def _steady_compiled(params, grads, bufs, scales, lr, mu, decay) -> None:
+    if params and params[0].device.type == "cpu" and _run_cpu_batch(params, grads, bufs, scales, lr, mu, decay):
+        return
     for p, g, buf, s in zip(params, grads, bufs, scales, strict=False):
         if not (_kernel_ok(p, g, buf) and _run_kernel(p, g, buf, mu, decay, lr * s)):
             _steady_loop([p], [g], [buf], [s], lr, mu, decay)
 
 
 def _direct_compiled(params, dirs, scales, lr, decay) -> None:
+    if params and params[0].device.type == "cpu" and _run_cpu_batch(params, dirs, None, scales, lr, 0.0, decay):
+        return
     for p, d, s in zip(params, dirs, scales, strict=False):
         if not (_kernel_ok(p, d) and _run_kernel(p, d, None, 0.0, decay, lr * s)):
             _direct_loop([p], [d], [s], lr, decay)
+
+
+def _run_cpu_batch(params, grads, bufs, scales, lr, mu, decay) -> bool:
+    """All CPU tensors in one kernel call per dtype; the ones it cannot take run eager ops.
+
+    ``bufs=None``: the direct update (theta = decay*theta - lr*s*g). False if there is no kernel.
+    """
+    kernel = cpu_kernel()
+    if kernel is None:
+        return False
+    groups: dict[torch.dtype, tuple[list, list, list, list]] = {}
+    for i, (p, g, s) in enumerate(zip(params, grads, scales, strict=False)):
+        buf = None if bufs is None else bufs[i]
+        ok = p.device.type == "cpu" and kernel.supports(p.dtype) and (
+            _kernel_ok(p, g) if buf is None else _kernel_ok(p, g, buf))
+        if not ok:
+            if buf is None:
+                _direct_loop([p], [g], [s], lr, decay)
+            else:
+                _steady_loop([p], [g], [buf], [s], lr, mu, decay)
+            continue
+        if p.numel() == 0:
+            continue
+        group = groups.setdefault(p.dtype, ([], [], [], []))
+        for lst, x in zip(group, (p, g, buf, lr * s), strict=True):
+            lst.append(x)
+    for ps, gs, ms, steps in groups.values():
+        kernel.run_many(ps, gs, ms, steps, mu, decay)
+    return True
 
 
 _STEADY = {"loop": _steady_loop, "foreach": _steady_foreach, "fused": _steady_fused, "compiled": _steady_compiled}
@@ -407,9 +443,9 @@ def _impl_available(impl: str, params: list[Tensor], *, build: bool) -> bool:
     """Can ``impl`` run on these parameters? ``build`` builds the compiled kernel if needed."""
     if impl in ("loop", "foreach"):
         return True
-    if not params or any(_is_symbolic(p) for p in params):
-        return False  # meta/fake tensors: torch's fused SGD and the kernels need real storage
     devices = {p.device.type for p in params}
+    if not params or "meta" in devices or _is_symbolic(params[0]):
+        return False  # meta/fake tensors (a model is fake as a whole): fused SGD and the kernels need storage
     dtypes = {p.dtype for p in params}
     if impl == "fused":
         if devices == {"cpu"}:
@@ -487,13 +523,57 @@ void NAME(T* restrict p, const T* restrict g, T* restrict m, int64_t n,         
   }                                                                                              \
 }
 
+/* Many tensors in one call and one parallel region: each large tensor is split across the
+   threads (no barrier between tensors: they are independent), each small one runs whole on
+   whichever thread gets to it first. m[t] == NULL: the direct update along g[t]. */
+#define DEFINE_MULTI(NAME, T, LOAD, STORE)                                                      \
+void NAME(int64_t count, T** pp, T** gg, T** mm, const int64_t* nn, const float* ss,            \
+          float mu, float omm, float decay) {                                                    \
+  _Pragma("omp parallel")                                                                        \
+  for (int64_t t = 0; t < count; t++) {                                                          \
+    T* restrict p = pp[t]; const T* restrict g = gg[t]; T* restrict m = mm[t];                   \
+    const int64_t n = nn[t]; const float step = ss[t];                                           \
+    if (n >= PAR_MIN) {                                                                          \
+      if (m) {                                                                                   \
+        _Pragma("omp for simd schedule(static) nowait")                                          \
+        for (int64_t i = 0; i < n; i++) {                                                        \
+          T ms = STORE(mu * LOAD(m[i]) + omm * LOAD(g[i]));                                      \
+          m[i] = ms;                                                                             \
+          p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(ms));                                    \
+        }                                                                                        \
+      } else {                                                                                   \
+        _Pragma("omp for simd schedule(static) nowait")                                          \
+        for (int64_t i = 0; i < n; i++) p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(g[i]));    \
+      }                                                                                          \
+    } else {                                                                                     \
+      _Pragma("omp single nowait")                                                               \
+      {                                                                                          \
+        if (m) {                                                                                 \
+          _Pragma("omp simd")                                                                    \
+          for (int64_t i = 0; i < n; i++) {                                                      \
+            T ms = STORE(mu * LOAD(m[i]) + omm * LOAD(g[i]));                                    \
+            m[i] = ms;                                                                           \
+            p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(ms));                                  \
+          }                                                                                      \
+        } else {                                                                                 \
+          _Pragma("omp simd")                                                                    \
+          for (int64_t i = 0; i < n; i++) p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(g[i]));  \
+        }                                                                                        \
+      }                                                                                          \
+    }                                                                                            \
+  }                                                                                              \
+}
+
 #define ID(x) (x)
 DEFINE_KERNEL(sgdsai_f32, float, ID, ID)
 DEFINE_KERNEL(sgdsai_bf16, uint16_t, bf16_to_f, f_to_bf16)
+DEFINE_MULTI(sgdsai_multi_f32, float, ID, ID)
+DEFINE_MULTI(sgdsai_multi_bf16, uint16_t, bf16_to_f, f_to_bf16)
 #ifdef __FLT16_MAX__
 #define H2F(x) ((float)(x))
 #define F2H(x) ((_Float16)(x))
 DEFINE_KERNEL(sgdsai_f16, _Float16, H2F, F2H)
+DEFINE_MULTI(sgdsai_multi_f16, _Float16, H2F, F2H)
 int sgdsai_has_f16(void) { return 1; }
 #else
 int sgdsai_has_f16(void) { return 0; }
@@ -527,6 +607,7 @@ class CpuKernel:
         self.load_ms = load_ms  # build (or cache lookup) and load time
         self.openmp = bool(lib.sgdsai_openmp())
         self._fns = {}
+        self._multi = {}
         for dtype, name in _C_DTYPES.items():
             if dtype == torch.float16 and not lib.sgdsai_has_f16():
                 continue
@@ -534,10 +615,30 @@ class CpuKernel:
             fn.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_int64] + [ctypes.c_float] * 4
             fn.restype = None
             self._fns[dtype] = fn
+            multi = getattr(lib, name.replace("sgdsai_", "sgdsai_multi_"))
+            multi.argtypes = [ctypes.c_int64] + [ctypes.c_void_p] * 5 + [ctypes.c_float] * 3
+            multi.restype = None
+            self._multi[dtype] = multi
         self._lib = lib  # keep the library loaded
 
     def supports(self, dtype: torch.dtype) -> bool:
         return dtype in self._fns
+
+    def run_many(self, ps: list[Tensor], gs: list[Tensor], ms: list[Tensor | None], steps: list[float],
+                 mu: float, decay: float) -> bool:
+        """Update many contiguous tensors of one dtype in one call (one OpenMP region for all)."""
+        import ctypes
+
+        fn = self._multi.get(ps[0].dtype) if ps else None
+        if fn is None:
+            return False
+        count = len(ps)
+        ptrs = ctypes.c_void_p * count
+        fn(count, ptrs(*[p.data_ptr() for p in ps]), ptrs(*[g.data_ptr() for g in gs]),
+           ptrs(*[None if m is None else m.data_ptr() for m in ms]),
+           (ctypes.c_int64 * count)(*[p.numel() for p in ps]), (ctypes.c_float * count)(*steps),
+           mu, 1.0 - mu, decay)
+        return True
 
     def run(self, p: Tensor, g: Tensor, m: Tensor | None, mu: float, decay: float, step: float) -> bool:
         fn = self._fns.get(p.dtype)
