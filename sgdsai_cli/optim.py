@@ -42,8 +42,8 @@ Implementations (``impl=``; ``optimizer.impl_used`` records the one that ran):
     fused     ``theta *= 1 - lr*wd`` (foreach), then torch's fused SGD kernel per tensor with
               dampening = momentum, which is exactly the EMA form: 28 bytes per parameter.
               CPU: fp32/fp64 only (torch 2.13's CPU fused SGD is wrong in bf16/fp16).
-    foreach   in-place foreach ops (lerp for the momentum, mul for the decay) and one in-place
-              scaled add per tensor: 32 bytes per parameter, no temporaries.
+    foreach   three in-place multi-tensor ops (lerp for the momentum; mul and lerp with one
+              scalar per tensor for the step): 32 bytes per parameter, no temporaries.
     loop      per-tensor in-place eager ops (mul_, add_): 40 bytes per parameter.
     auto      compiled where it is available, else fused, else foreach.
 
@@ -338,14 +338,26 @@ def _steady_foreach(params, grads, bufs, scales, lr, mu, decay) -> None:
 
 
 def _direct_foreach(params, dirs, scales, lr, decay) -> None:
+    """theta = decay*theta - a*d with a per-tensor a = lr*s, in two multi-tensor ops and no temporary.
+
+    foreach add_ takes one alpha for all tensors, but mul_ and lerp_ take one scalar per tensor:
+    theta' = theta * decay/(1+a), then lerp(theta', d, -a) = theta'(1+a) - a*d. theta' is theta
+    scaled down by (1+a), so the lerp's rounding stays within an ulp or two of theta. In bf16/fp16
+    the rounding of theta' costs several ulps, so there: one foreach mul_ and an add_ per tensor.
+    """
     if not params:
         return
-    if decay != 1.0:
-        torch._foreach_mul_(params, decay)
-    # Each tensor has its own step size and foreach add_ takes one alpha: one in-place
-    # scaled add per tensor (multiplying into a temporary list would cost a full copy).
-    for p, d, s in zip(params, dirs, scales, strict=False):
-        p.add_(d, alpha=-lr * s)
+    if not all(p.dtype in (torch.float32, torch.float64) for p in params):
+        if decay != 1.0:
+            torch._foreach_mul_(params, decay)
+        for p, d, s in zip(params, dirs, scales, strict=False):
+            p.add_(d, alpha=-lr * s)
+        return
+    steps = [lr * s for s in scales]
+    factors = [decay / (1.0 + a) for a in steps]
+    if any(f != 1.0 for f in factors):
+        torch._foreach_mul_(params, factors)
+    torch._foreach_lerp_(params, dirs, [-a for a in steps])
 
 
 def _fused_sgd(p, d, buf, lr: float, mu: float) -> None:
@@ -390,17 +402,44 @@ def _kernel_ok(*tensors: Tensor) -> bool:
     return True
 
 
+# On CUDA a kernel launch per tensor costs more than a small tensor's update: tensors below
+# this many elements go through the foreach path (three multi-tensor launches for all of them).
+_TRITON_MIN_NUMEL = 1 << 20
+
+
+def _split_small(params):
+    """(big, small) index lists for the CUDA path."""
+    big, small = [], []
+    for i, p in enumerate(params):
+        (big if p.numel() >= _TRITON_MIN_NUMEL else small).append(i)
+    return big, small
+
+
 def _steady_compiled(params, grads, bufs, scales, lr, mu, decay) -> None:
-    if params and params[0].device.type == "cpu" and _run_cpu_batch(params, grads, bufs, scales, lr, mu, decay):
+    if not params:
         return
+    if params[0].device.type == "cpu" and _run_cpu_batch(params, grads, bufs, scales, lr, mu, decay):
+        return
+    if params[0].device.type == "cuda":
+        big, small = _split_small(params)
+        if small:
+            _steady_foreach(*([lst[i] for i in small] for lst in (params, grads, bufs, scales)), lr, mu, decay)
+        params, grads, bufs, scales = ([lst[i] for i in big] for lst in (params, grads, bufs, scales))
     for p, g, buf, s in zip(params, grads, bufs, scales, strict=False):
         if not (_kernel_ok(p, g, buf) and _run_kernel(p, g, buf, mu, decay, lr * s)):
             _steady_loop([p], [g], [buf], [s], lr, mu, decay)
 
 
 def _direct_compiled(params, dirs, scales, lr, decay) -> None:
-    if params and params[0].device.type == "cpu" and _run_cpu_batch(params, dirs, None, scales, lr, 0.0, decay):
+    if not params:
         return
+    if params[0].device.type == "cpu" and _run_cpu_batch(params, dirs, None, scales, lr, 0.0, decay):
+        return
+    if params[0].device.type == "cuda":
+        big, small = _split_small(params)
+        if small:
+            _direct_foreach(*([lst[i] for i in small] for lst in (params, dirs, scales)), lr, decay)
+        params, dirs, scales = ([lst[i] for i in big] for lst in (params, dirs, scales))
     for p, d, s in zip(params, dirs, scales, strict=False):
         if not (_kernel_ok(p, d) and _run_kernel(p, d, None, 0.0, decay, lr * s)):
             _direct_loop([p], [d], [s], lr, decay)
