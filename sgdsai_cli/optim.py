@@ -38,7 +38,9 @@ Implementations (``impl=``; ``optimizer.impl_used`` records the one that ran):
 
     compiled  one pass per tensor: read theta, g, m; write theta, m (20 bytes per fp32
               parameter, the minimum). CPU: a small C kernel (OpenMP, vectorised) built once
-              with the system C compiler and cached (see ``cpu_kernel``); CUDA: a Triton kernel.
+              with the system C compiler and cached (see ``cpu_kernel``), all tensors in one call;
+              CUDA: a Triton kernel per tensor of 1M elements or more, the foreach path for the
+              smaller ones (a launch would cost more than their update).
     fused     ``theta *= 1 - lr*wd`` (foreach), then torch's fused SGD kernel per tensor with
               dampening = momentum, which is exactly the EMA form: 28 bytes per parameter.
               CPU: fp32/fp64 only (torch 2.13's CPU fused SGD is wrong in bf16/fp16).
