@@ -41,9 +41,14 @@ def _shapes():
     return [(257, 129), (129,), (1,), (3, 5, 7), (70_001,), (64, 1024)]
 
 
-def _params(dtype=torch.float32, seed=0):
+def _cuda_shapes():
+    # plus one tensor at or above the size where the CUDA compiled path launches Triton
+    return _shapes() + [(1100, 1000)]
+
+
+def _params(dtype=torch.float32, seed=0, shapes=None):
     gen = torch.Generator().manual_seed(seed)
-    return [nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in _shapes()]
+    return [nn.Parameter(torch.randn(s, generator=gen).to(dtype)) for s in (shapes or _shapes())]
 
 
 def _run(params, steps, dtype=torch.float32, seed=1, **kw):
@@ -253,8 +258,9 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("impl", IMPLS)
 def test_cuda_paths_match_the_cpu_loop(impl, dtype):
-    ref = _params()
-    ours = [nn.Parameter(p.detach().to("cuda", dtype)) for p in _params()]
+    assert max(torch.Size(s).numel() for s in _cuda_shapes()) >= optim._TRITON_MIN_NUMEL
+    ref = _params(shapes=_cuda_shapes())
+    ours = [nn.Parameter(p.detach().to("cuda", dtype)) for p in _params(shapes=_cuda_shapes())]
     _run(ref, 4, impl="loop")
     opt = SGDSaI(ours, impl=impl)
     gen = torch.Generator().manual_seed(1)
@@ -272,7 +278,7 @@ def test_cuda_paths_match_the_cpu_loop(impl, dtype):
 @cuda
 @pytest.mark.parametrize("impl", IMPLS + ["auto"])
 def test_cuda_steady_step_never_synchronises(impl):
-    params = [nn.Parameter(torch.randn(s, device="cuda")) for s in _shapes()]
+    params = [nn.Parameter(torch.randn(s, device="cuda")) for s in _cuda_shapes()]
     opt = SGDSaI(params, impl=impl)
     for _ in range(2):
         for p in params:
@@ -290,7 +296,7 @@ def test_cuda_steady_step_never_synchronises(impl):
 @cuda
 @pytest.mark.parametrize("impl", IMPLS)
 def test_cuda_step_transient_is_below_the_largest_tensor(impl):
-    params = [nn.Parameter(torch.randn(s, device="cuda")) for s in _shapes()]
+    params = [nn.Parameter(torch.randn(s, device="cuda")) for s in _cuda_shapes()]
     opt = SGDSaI(params, impl=impl)
     for _ in range(2):
         for p in params:
