@@ -269,7 +269,9 @@ def test_cuda_paths_match_the_cpu_loop(impl, dtype):
             p.grad = (torch.randn(p.shape, generator=gen) * 1e-2 + 1e-3).to("cuda", dtype)
         opt.step()
     assert opt.impl_used == impl or (impl == "compiled" and opt.impl_used == "fused")
-    tol = {"rtol": 1e-5, "atol": 1e-6} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    # fp32: CUDA's reductions give g-SNR values that differ from the CPU's in the 7th digit, and
+    # lr * g-SNR is ~10 here, so parameters (|p| ~ 1-4) may differ by ~3e-5 after 4 steps.
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
     for a, b in zip(ref, ours, strict=True):
         torch.testing.assert_close(b.float().cpu(), a.detach(), **tol)
 
@@ -326,3 +328,22 @@ def test_triton_kernel_in_the_interpreter_matches_eager(dtype, monkeypatch):
     tol = {} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
     torch.testing.assert_close(m, m2, **tol)
     torch.testing.assert_close(p, p2, **tol)
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.parametrize(
+    "shapes, dtype, expected",
+    [
+        ([(4096, 1024)] * 2, torch.float32, "compiled"),  # 4M elements a tensor: bandwidth-bound
+        ([(768, 768)] * 4, torch.float32, "foreach"),  # small tensors: launch-bound
+        ([(4096, 1024)] * 2, torch.bfloat16, "foreach"),
+    ],
+)
+def test_cuda_auto_choice(shapes, dtype, expected):
+    params = [nn.Parameter(torch.randn(s, device="cuda", dtype=dtype)) for s in shapes]
+    for p in params:
+        p.grad = torch.randn_like(p)
+    opt = SGDSaI(params)
+    opt.step()
+    assert opt.impl_used == (expected if expected != "compiled" or optim._has_triton() else "fused")
