@@ -512,10 +512,9 @@ def _impl_available(impl: str, params: list[Tensor], *, build: bool) -> bool:
 
 
 # Measured on one H100 (torch 2.11, Triton 3.6; scripts/gpu-bench.sh, ratios to fused AdamW):
-# fp32 llama2-7b layer shapes (mean 22M elements a tensor): compiled 0.67, foreach 1.10;
-# fp32 gpt2 shapes (mean 0.84M): compiled 1.22 (launch-bound: one Triton launch per tensor), foreach
-# 0.95; bf16 llama2-7b layers: compiled 1.10 (the Triton kernel reached half the copy bandwidth),
-# foreach 0.97. So on CUDA "auto" compiles only fp32 models with large tensors.
+# llama2-7b layer shapes (mean 22M elements a tensor): compiled 0.66 in fp32 and 0.62 in bf16,
+# foreach 1.10 and 0.97; gpt2 shapes (mean 0.84M): compiled 0.93-1.22 (launch-bound: one Triton
+# launch per tensor), foreach 0.95-1.00. So on CUDA "auto" compiles only models with large tensors.
 _CUDA_COMPILED_MEAN_NUMEL = 1 << 22
 
 
@@ -523,8 +522,6 @@ def _compiled_pays(params: list[Tensor]) -> bool:
     """Whether "auto" should try the compiled path first for these tensors."""
     if not params or params[0].device.type != "cuda":
         return True  # CPU: the one-pass C kernel wins at every size measured
-    if any(p.dtype != torch.float32 for p in params):
-        return False
     return sum(p.numel() for p in params) / len(params) >= _CUDA_COMPILED_MEAN_NUMEL
 
 
@@ -843,7 +840,10 @@ def _triton_kernel():
         import triton
         import triton.language as tl
 
-        @triton.jit(do_not_specialize=["n"])  # one compiled variant per dtype and HAS_M, whatever the size
+        # Triton specialises on n % 16 == 0 (most tensor sizes), which proves the mask uniform across a
+        # vector and allows 16-byte loads: without it the bf16 kernel ran at ~53 % of the copy bandwidth
+        # on an H100 (benchmarks/triton_variants.py measures both).
+        @triton.jit
         def sgdsai_kernel(p_ptr, g_ptr, m_ptr, n, mu, omm, decay, step, HAS_M: tl.constexpr, BLOCK: tl.constexpr):
             offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
             mask = offs < n

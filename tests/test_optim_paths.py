@@ -337,7 +337,8 @@ def test_triton_kernel_in_the_interpreter_matches_eager(dtype, monkeypatch):
     [
         ([(4096, 1024)] * 2, torch.float32, "compiled"),  # 4M elements a tensor: bandwidth-bound
         ([(768, 768)] * 4, torch.float32, "foreach"),  # small tensors: launch-bound
-        ([(4096, 1024)] * 2, torch.bfloat16, "foreach"),
+        ([(4096, 1024)] * 2, torch.bfloat16, "compiled"),
+        ([(768, 768)] * 4, torch.bfloat16, "foreach"),
     ],
 )
 def test_cuda_auto_choice(shapes, dtype, expected):
