@@ -337,7 +337,7 @@ def run_bench(spec: BenchSpec, *, on_event: Callable[[str], None] | None = None)
         except torch.OutOfMemoryError as e:
             rows.append(BenchRow(name, None, status="oom", error=str(e).splitlines()[0]))
             del opts[name]
-        except RuntimeError as e:
+        except Exception as e:  # e.g. LBFGS needs a closure: a row, not a crash
             rows.append(BenchRow(name, None, status="error", error=f"{type(e).__name__}: {e}".splitlines()[0]))
             del opts[name]
 

@@ -529,6 +529,10 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
     try:
         with torch.device(device):
             model = cls(spec.config)
+    except (RuntimeError, TypeError, OverflowError) as e:
+        if "overflow" not in str(e).lower():
+            raise
+        raise BadInput(f"model '{spec.name}' is too large to build: a tensor's size overflows 64 bits") from None
     finally:
         torch.set_default_dtype(previous)
     if device.type != "meta":
@@ -571,6 +575,8 @@ def make_batch(
     cfg = spec.config
     if spec.family == "vit":
         img_shape = (batch_size, cfg.num_channels, cfg.image_size, cfg.image_size)
+        _addressable(f"a batch of {batch_size} images of {cfg.num_channels} x {cfg.image_size} x {cfg.image_size}",
+                     img_shape)
         if device.type == "meta":
             return (
                 torch.empty(img_shape, device=device),
@@ -583,6 +589,7 @@ def make_batch(
     _positive("seq_len", seq_len)
     if spec.family == "gpt2" and seq_len > cfg.n_positions:
         raise BadInput(f"seq_len {seq_len} is longer than {spec.name}'s {cfg.n_positions} positions")
+    _addressable(f"a batch of {batch_size} x {seq_len} tokens", (batch_size, seq_len + 1))
     if device.type == "meta":
         return (
             torch.empty(batch_size, seq_len, dtype=torch.long, device=device),
@@ -751,6 +758,8 @@ def _spec_from_config_file(where: str) -> ModelSpec:
         hf = json.loads(raw)
     except json.JSONDecodeError as e:
         raise BadInput(f"{where}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise BadInput(f"{where}: invalid JSON (nested too deeply)") from None
     if not isinstance(hf, dict):
         raise BadInput(f"{where}: expected a JSON object, got {type(hf).__name__}")
     model_type = hf.get("model_type")
@@ -823,12 +832,13 @@ def _gpt2_from_hf(f: _Fields) -> GPT2Config:
 
 def _llama_from_hf(f: _Fields) -> LlamaConfig:
     hidden, heads = f.int("hidden_size"), f.int("num_attention_heads")
-    f.unsupported_if("attention_bias", f.hf.get("attention_bias") is True, "attention_bias=true")
-    f.unsupported_if("mlp_bias", f.hf.get("mlp_bias") is True, "mlp_bias=true")
+    f.unsupported_if("attention_bias", f.bool("attention_bias", False), "attention_bias=true")
+    f.unsupported_if("mlp_bias", f.bool("mlp_bias", False), "mlp_bias=true")
     head_dim = f.hf.get("head_dim")
     f.unsupported_if(
         "head_dim",
-        head_dim is not None and head_dim * heads != hidden,
+        head_dim is not None
+        and (isinstance(head_dim, bool) or not isinstance(head_dim, (int, float)) or head_dim * heads != hidden),
         "a head_dim other than hidden_size/num_attention_heads",
     )
     return LlamaConfig(
@@ -846,7 +856,7 @@ def _llama_from_hf(f: _Fields) -> LlamaConfig:
 
 
 def _vit_from_hf(f: _Fields) -> ViTConfig:
-    f.unsupported_if("qkv_bias", f.hf.get("qkv_bias") is False, "qkv_bias=false")
+    f.unsupported_if("qkv_bias", not f.bool("qkv_bias", True), "qkv_bias=false")
     if f.hf.get("num_labels") is not None:
         num_classes = f.int("num_labels")
     elif f.hf.get("id2label") is not None:
@@ -909,6 +919,12 @@ def _validate(cfg, where: str) -> None:
             cfg.image_size % cfg.patch_size == 0,
             f"field 'image_size' ({cfg.image_size}) must be divisible by 'patch_size' ({cfg.patch_size})",
         )
+
+
+def _addressable(what: str, shape: tuple[int, ...], element_bytes: int = 8) -> None:
+    """BadInput when a tensor of ``shape`` could not even be addressed (bytes beyond int64)."""
+    if math.prod(shape) * element_bytes >= 2**63:
+        raise BadInput(f"{what} is too large (more than 2**63 bytes)")
 
 
 def _positive(name: str, value) -> None:

@@ -182,6 +182,8 @@ def load_document(path: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> di
         doc = json.loads(text)
     except json.JSONDecodeError as e:
         raise BadInput(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: not a sgdsai result (JSON nested too deeply)") from None
     if not isinstance(doc, dict):
         raise BadInput(f"{path}: not a sgdsai result (expected a JSON object)")
     version = doc.get("schema_version")

@@ -108,3 +108,76 @@ def test_report_rejects_malformed_envelope_of_any_kind(tmp_path, kind, key, valu
     res = invoke(["report", bad, "--out", tmp_path / "r"])
     assert res.exit_code == 2, res.output
     assert needle in res.output
+
+
+# --------------------------------------------------------------------------------------------------
+# config.json, TOML and numbers too large or too deep for torch / the JSON and TOML parsers
+
+GPT2 = {"model_type": "gpt2", "vocab_size": 512, "n_positions": 128, "n_embd": 64, "n_layer": 2, "n_head": 4}
+LLAMA = {"model_type": "llama", "vocab_size": 512, "hidden_size": 64, "intermediate_size": 128,
+         "num_hidden_layers": 2, "num_attention_heads": 4, "max_position_embeddings": 256}
+VIT = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 64, "num_hidden_layers": 2,
+       "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 10}
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+@pytest.mark.parametrize(("config", "needle"), [
+    (DEEP, "invalid JSON (nested too deeply)"),
+    ({**GPT2, "vocab_size": 10**30}, "is too large to build: a tensor's size overflows 64 bits"),
+    ({**GPT2, "n_positions": 10**20}, "is too large to build"),
+    ({**LLAMA, "intermediate_size": 10**19}, "is too large to build"),
+    ({**LLAMA, "head_dim": {"a": 1}}, "field 'head_dim' a head_dim other than"),
+    ({**LLAMA, "attention_bias": "true"}, "field 'attention_bias' must be true or false"),
+    ({**VIT, "qkv_bias": "no"}, "field 'qkv_bias' must be true or false"),
+    ({**VIT, "image_size": 2**40, "patch_size": 2**20}, "is too large (more than 2**63 bytes)"),
+])
+@pytest.mark.parametrize("command", [["profile", "--device", "meta", "-q"], ["plan"]])
+def test_bad_config_json(tmp_path, config, needle, command):
+    path = tmp_path / "config.json"
+    path.write_text(config if isinstance(config, str) else json.dumps(config))
+    res = invoke([command[0], "--model", path, *command[1:]])
+    assert res.exit_code == 2, res.output
+    assert "error: " in res.output and needle in res.output
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["profile", "-m", "tiny-gpt2", "--batch-size", "99999999999999999999", "-q"],
+     "a batch of 99999999999999999999 x 128 tokens is too large"),
+    (["profile", "-m", "tiny-llama", "--seq-len", "99999999999999999999", "-q"], "tokens is too large"),
+    (["plan", "-m", "tiny-gpt2", "--seq-len", "128", "--batch-size", "99999999999999999999"], "tokens is too large"),
+    (["plan", "-m", "tiny-vit", "--batch-size", "99999999999999999999"],
+     "a batch of 99999999999999999999 images of 3 x 32 x 32 is too large"),
+])
+def test_numbers_beyond_int64(args, needle):
+    res = invoke(args)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("a = " + DEEP.replace("][", "],[") + "\n", "not valid TOML (nested too deeply)"),
+    ('model = "tiny-gpt2"\nbatch_size = 99999999999999999999\n', "tokens is too large"),
+])
+def test_bad_profile_toml(tmp_path, text, needle):
+    path = tmp_path / "spec.toml"
+    path.write_text(text)
+    res = invoke(["profile", "--profile", path, "-q"])
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+
+
+def test_result_json_nested_too_deeply(tmp_path):
+    path = tmp_path / "deep.json"
+    path.write_text(DEEP)
+    res = invoke(["check", path, "--baseline", path])
+    assert res.exit_code == 2
+    assert "JSON nested too deeply" in res.output
+
+
+def test_bench_step_optimizer_that_needs_a_closure_is_an_error_row():
+    res = invoke(["bench-step", "-m", "tiny-gpt2", "--device", "cpu", "-o", "torch:LBFGS", "-o", "sgdsai",
+                  "--steps", "1", "--warmup", "0", "--format", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["optimizer"]: r for r in json.loads(res.stdout)["rows"]}
+    assert rows["torch:LBFGS"]["status"] == "error" and "closure" in rows["torch:LBFGS"]["error"]
+    assert rows["sgdsai"]["status"] == "ok"

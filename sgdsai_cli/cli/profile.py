@@ -54,6 +54,8 @@ def load_profile_toml(path: str | Path) -> dict[str, Any]:
         raise BadInput(f"{path}: cannot read ({e.__class__.__name__})") from None
     except tomllib.TOMLDecodeError as e:
         raise BadInput(f"{path}: not valid TOML ({e})") from None
+    except RecursionError:
+        raise BadInput(f"{path}: not valid TOML (nested too deeply)") from None
     for key, value in data.items():
         expected = TOML_KEYS.get(key)
         if expected is None:
