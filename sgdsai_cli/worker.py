@@ -166,24 +166,6 @@ def tensor_bytes(tensors) -> int:
     return total
 
 
-def state_bytes_by_key(optimizer) -> dict[str, int]:
-    """Optimizer state bytes per key, read from ``optimizer.state`` (tensors only, each once)."""
-    import torch
-
-    seen: set[int] = set()
-    by_key: dict[str, int] = {}
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if not isinstance(value, torch.Tensor):
-                continue
-            ptr = value.data_ptr()
-            if ptr and ptr in seen:
-                continue
-            seen.add(ptr)
-            by_key[str(key)] = by_key.get(str(key), 0) + value.numel() * value.element_size()
-    return by_key
-
-
 def latency_stats(values_ms: list[float]) -> dict[str, Any] | None:
     """p50, p90, min, max, n (linear-interpolated percentiles) of a list of milliseconds."""
     if not values_ms:
@@ -568,6 +550,8 @@ class _Run:
         from .results import MemoryResult
 
         params = list(self.model.parameters()) if self.model is not None else []
+        from .sizing import state_bytes_by_key  # the meta sizing's reader: one definition of "state bytes"
+
         by_key = state_bytes_by_key(self.optimizer) if self.optimizer is not None and status == "ok" else {}
         phases = self._phase_summary()
 
