@@ -223,7 +223,7 @@ def analyse(
     ``progress(step, last_step)`` is called after each training step (the CLI shows it).
     Raises BadInput for bad arguments and EnvironmentUnavailable when the device cannot do it.
     """
-    from .models import block_type, build_model, resolve_model, training_loss
+    from .models import _addressable, block_type, build_model, resolve_model, training_loss
     from .results import envelope
 
     spec = resolve_model(model)
@@ -235,6 +235,8 @@ def analyse(
         raise BadInput(f"bad --lr {lr!r} (must be a positive number)")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
         raise BadInput(f"bad --batch-size {batch_size!r} (must be a positive integer)")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64:
+        raise BadInput(f"bad --seed {seed!r} (must be an integer from -2**63 to 2**64-1)")
     text_model = spec.family != "vit"
     if text_model:
         limit = spec.config.n_positions if spec.family == "gpt2" else spec.config.max_position_embeddings
@@ -243,6 +245,7 @@ def analyse(
             raise BadInput(f"bad --seq-len {seq_len!r} (must be a positive integer)")
         if seq_len > limit:
             raise BadInput(f"--seq-len {seq_len} is longer than {spec.name}'s {limit} positions")
+        _addressable(f"a batch of {batch_size} x {seq_len} tokens", (batch_size, seq_len + 1))
     else:
         seq_len = None
         if data is not None:
@@ -287,7 +290,14 @@ def analyse(
         diverged = None if losses["0"] is not None else 0
         state_check = None
         for k in range(1, last + 1 if diverged is None else 1):
-            opt.step()
+            try:
+                opt.step()
+            except (TypeError, RuntimeError) as e:  # LBFGS needs a closure, SparseAdam sparse gradients, ...
+                if k > 1 or isinstance(e, torch.OutOfMemoryError) or "memory" in str(e).lower():
+                    raise
+                raise BadInput(f"--optimizer {optimizer} cannot train '{spec.name}' here "
+                               f"({type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''})"
+                               ) from None
             if k == 1 and isinstance(opt, SGDSaI):
                 state_check = _compare_state(opt, params, by_step[0])
             opt.zero_grad(set_to_none=True)

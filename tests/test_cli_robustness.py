@@ -181,3 +181,37 @@ def test_bench_step_optimizer_that_needs_a_closure_is_an_error_row():
     rows = {r["optimizer"]: r for r in json.loads(res.stdout)["rows"]}
     assert rows["torch:LBFGS"]["status"] == "error" and "closure" in rows["torch:LBFGS"]["error"]
     assert rows["sgdsai"]["status"] == "ok"
+
+
+# --------------------------------------------------------------------------------------------------
+# gsnr
+
+GSNR = ["gsnr", "-m", "tiny-gpt2", "--device", "cpu", "--steps", "0,1"]
+
+
+@pytest.mark.parametrize(("extra", "needle"), [
+    (["--seed", "99999999999999999999"], "bad --seed 99999999999999999999"),
+    (["--batch-size", "99999999999999999999"], "a batch of 99999999999999999999 x 128 tokens is too large"),
+    (["--optimizer", "torch:LBFGS"], "--optimizer torch:LBFGS cannot train 'tiny-gpt2' here (TypeError"),
+    (["--optimizer", "torch:SparseAdam"], "--optimizer torch:SparseAdam cannot train 'tiny-gpt2' here"),
+])
+def test_gsnr_bad_input(extra, needle):
+    res = invoke([*GSNR, *extra])
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+
+
+def test_gsnr_json_named_csv_would_be_overwritten_by_its_csv(tmp_path):
+    path = tmp_path / "out.csv"
+    res = invoke([*GSNR, "--json", path])
+    assert res.exit_code == 2, res.output
+    assert "the per-tensor CSV would overwrite it" in res.output
+    assert not path.exists()
+
+
+def test_gsnr_csv_beside_json_unwritable_fails_before_any_work(tmp_path):
+    (tmp_path / "g.csv").mkdir()
+    res = invoke([*GSNR, "--json", tmp_path / "g.json"])
+    assert res.exit_code == 2, res.output
+    assert "it is a directory" in res.output
+    assert not (tmp_path / "g.json").exists()

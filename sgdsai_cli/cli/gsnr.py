@@ -165,6 +165,11 @@ def gsnr_command(
     parse_steps(steps)  # fail before any work
     if json_path is not None:
         check_writable(json_path)
+        if out is None:  # the per-tensor CSV goes beside the JSON
+            csv_path = Path(json_path).with_suffix(".csv")
+            if csv_path == Path(json_path):
+                raise BadInput(f"--json '{json_path}': the per-tensor CSV would overwrite it (name it *.json)")
+            check_writable(csv_path)
     out_dir = _prepare_out(out)
 
     console = stdout()
