@@ -774,6 +774,11 @@ def _spec_from_config_file(where: str) -> ModelSpec:
     return ModelSpec(name=where, family=model_type, config=cfg, params=None)
 
 
+# Layers of a config.json model: every layer is Python objects even on meta (about 65 KB each), so a
+# depth of 10**5 would take gigabytes and hours to size; real models have at most a few hundred.
+MAX_LAYERS = 1024
+
+
 class _Fields:
     """Typed access to one config.json's fields; every error names the file and the field."""
 
@@ -783,7 +788,7 @@ class _Fields:
     def bad(self, field: str, what: str) -> BadInput:
         return BadInput(f"{self.where}: field '{field}' {what}")
 
-    def int(self, field: str, default: int | None = None) -> int:
+    def int(self, field: str, default: int | None = None, maximum: int | None = None) -> int:
         v = self.hf.get(field)
         if v is None:
             if default is None:
@@ -791,6 +796,8 @@ class _Fields:
             return default
         if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
             raise self.bad(field, f"must be a positive integer, got {json.dumps(v)}")
+        if maximum is not None and v > maximum:
+            raise self.bad(field, f"must be at most {maximum:,}, got {v:,}")
         return v
 
     def float(self, field: str, default: float) -> float:
@@ -823,7 +830,7 @@ def _gpt2_from_hf(f: _Fields) -> GPT2Config:
         vocab_size=f.int("vocab_size"),
         n_positions=f.int("n_positions"),
         n_embd=n_embd,
-        n_layer=f.int("n_layer"),
+        n_layer=f.int("n_layer", maximum=MAX_LAYERS),
         n_head=f.int("n_head"),
         layer_norm_eps=f.float("layer_norm_epsilon", 1e-5),
         tie_word_embeddings=f.bool("tie_word_embeddings", True),
@@ -845,7 +852,7 @@ def _llama_from_hf(f: _Fields) -> LlamaConfig:
         vocab_size=f.int("vocab_size"),
         hidden_size=hidden,
         intermediate_size=f.int("intermediate_size"),
-        n_layers=f.int("num_hidden_layers"),
+        n_layers=f.int("num_hidden_layers", maximum=MAX_LAYERS),
         n_heads=heads,
         n_kv_heads=f.int("num_key_value_heads", heads),
         max_position_embeddings=f.int("max_position_embeddings", 4096),
@@ -870,7 +877,7 @@ def _vit_from_hf(f: _Fields) -> ViTConfig:
         image_size=f.int("image_size"),
         patch_size=f.int("patch_size"),
         hidden_size=f.int("hidden_size"),
-        n_layers=f.int("num_hidden_layers"),
+        n_layers=f.int("num_hidden_layers", maximum=MAX_LAYERS),
         n_heads=f.int("num_attention_heads"),
         intermediate_size=f.int("intermediate_size"),
         num_classes=num_classes,

@@ -215,3 +215,18 @@ def test_gsnr_csv_beside_json_unwritable_fails_before_any_work(tmp_path):
     assert res.exit_code == 2, res.output
     assert "it is a directory" in res.output
     assert not (tmp_path / "g.json").exists()
+
+
+def test_config_with_absurd_depth_is_refused_before_building(tmp_path):
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**GPT2, "n_layer": 100_000}))
+    res = invoke(["profile", "--model", path, "--device", "meta", "-q"])
+    assert res.exit_code == 2, res.output
+    assert "field 'n_layer' must be at most 1,024, got 100,000" in res.output
+
+
+def test_plan_out_below_a_file(tmp_path):
+    (tmp_path / "afile").write_text("x")
+    res = invoke(["plan", "-m", "tiny-gpt2", "--seq-len", "128", "--out", tmp_path / "afile" / "sub"])
+    assert res.exit_code == 2, res.output
+    assert "cannot create folder" in res.output and "Not a directory" in res.output

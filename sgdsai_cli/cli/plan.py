@@ -57,7 +57,10 @@ def plan_command(
     if out is not None:
         if out.exists() and not out.is_dir():
             raise BadInput(f"cannot write to '{out}': it is a file, not a folder")
-        out.mkdir(parents=True, exist_ok=True)
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise BadInput(f"cannot create folder '{out}' ({e.strerror or e.__class__.__name__})") from None
         check_writable(out / "plan.json")
 
     doc = plan_document(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
