@@ -25,6 +25,8 @@ def parse_size(text: str) -> int:
     value = float(m.group(1)) * _UNITS[unit]
     if not math.isfinite(value) or value <= 0:
         raise BadInput(f"bad size '{text}' (must be greater than zero)")
+    if round(value) < 1:
+        raise BadInput(f"bad size '{text}' (must be at least 1 byte)")
     return int(round(value))
 
 

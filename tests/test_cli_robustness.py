@@ -230,3 +230,12 @@ def test_plan_out_below_a_file(tmp_path):
     res = invoke(["plan", "-m", "tiny-gpt2", "--seq-len", "128", "--out", tmp_path / "afile" / "sub"])
     assert res.exit_code == 2, res.output
     assert "cannot create folder" in res.output and "Not a directory" in res.output
+
+
+@pytest.mark.parametrize("size", ["1e-9", "0.4", "0.0001KiB"])
+def test_size_rounding_to_zero_bytes_is_refused(tmp_path, size):
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(PROFILE))
+    res = invoke(["check", path, "--baseline", path, "--budget", f"state={size}"])
+    assert res.exit_code == 2, res.output
+    assert f"bad size '{size}' (must be at least 1 byte)" in res.output
