@@ -198,6 +198,10 @@ def load_document(path: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> di
     device = (doc.get("environment") or {}).get("device")
     if device is not None and not isinstance(device, dict):
         raise BadInput(f"{path}: environment.device must be an object, not {_json_type(device)}")
+    total = (device or {}).get("total_memory_bytes")
+    if total is not None and not _is_count(total):
+        raise BadInput(f"{path}: environment.device.total_memory_bytes must be a non-negative integer or null, "
+                       f"not {_short(total)}")
     params = (doc.get("model") or {}).get("params")
     if params is not None and not _is_count(params):
         raise BadInput(f"{path}: model.params must be a non-negative integer, not {_short(params)}")

@@ -47,6 +47,8 @@ def _set(path: str, value):
 BAD_PROFILES = [
     (_set("environment", "x"), "'environment' must be an object"),
     (_set("environment.device", "cpu"), "environment.device must be an object"),
+    (_set("environment.device", {"type": "cpu", "total_memory_bytes": "big"}),
+     "environment.device.total_memory_bytes must be a non-negative integer or null, not 'big'"),
     (_set("spec", [1]), "'spec' must be an object"),
     (_set("model.params", "many"), "model.params must be a non-negative integer"),
     (_set("runs.0.impl", ["x"]), "runs[0].impl must be a string or null"),
