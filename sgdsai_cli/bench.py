@@ -28,6 +28,7 @@ from typing import Any
 
 import torch
 
+from .devices import device_record, meminfo_bytes, resolve_device
 from .errors import BadInput, EnvironmentUnavailable, did_you_mean
 from .optim import IMPLS, SGDSaI, cpu_kernel
 
@@ -100,45 +101,13 @@ def check_optimizer(name: str) -> str:
     return name
 
 
-def resolve_device(text: str) -> torch.device:
-    """auto (cuda if there is one, else cpu), cpu, cuda or cuda:N; timing needs real memory, so no meta."""
-    name = (text or "").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    choices = "auto, cpu, cuda, cuda:N"
-    if name == "meta":
-        raise BadInput(f"--device meta cannot time a step (it has no memory); choose from: {choices}")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise BadInput(f"unknown device '{text}' (choose from: {choices})") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise BadInput(f"unknown device '{text}' (choose from: {choices})")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise EnvironmentUnavailable(f"--device {text}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise EnvironmentUnavailable(f"--device {text}: no such GPU (this machine has "
-                                         f"{torch.cuda.device_count()})")
-    return dev
-
-
-def _meminfo(key: str) -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
 
 
 def free_bytes(dev: torch.device) -> int | None:
     """Free device memory: cudaMemGetInfo, or the host's MemAvailable (sysconf where /proc is absent)."""
     if dev.type == "cuda":
         return int(torch.cuda.mem_get_info(dev)[0])
-    avail = _meminfo("MemAvailable")
+    avail = meminfo_bytes("MemAvailable")
     if avail is None:
         import os
 
@@ -148,25 +117,6 @@ def free_bytes(dev: torch.device) -> int | None:
             return None
     return avail
 
-
-def device_record(dev: torch.device) -> dict[str, Any]:
-    """The envelope's ``environment.device``."""
-    if dev.type == "cuda":
-        props = torch.cuda.get_device_properties(dev)
-        uuid = getattr(props, "uuid", None)
-        return {"type": "cuda", "name": props.name, "total_memory_bytes": int(props.total_memory),
-                "uuid": str(uuid) if uuid else None, "driver": None}
-    import platform
-
-    name = None
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            name = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), None)
-    except OSError:
-        pass
-    return {"type": "cpu", "name": name or platform.processor() or platform.machine() or "cpu",
-            "total_memory_bytes": _meminfo("MemTotal"), "uuid": None, "driver": None,
-            "threads": torch.get_num_threads()}
 
 
 def param_shapes(model_spec, layers: int | None) -> list[tuple[str, tuple[int, ...]]]:
@@ -306,7 +256,7 @@ def run_bench(spec: BenchSpec, *, on_event: Callable[[str], None] | None = None)
         raise BadInput(f"--precision {spec.precision}: a step has no autocast; "
                        "use fp32 (the same tensors), bf16 or fp16")
     model_spec = resolve_model(spec.model)
-    dev = resolve_device(spec.device)
+    dev = resolve_device(spec.device, meta_refusal="time a step (it has no memory)")
     dtype = precision.param_dtype
     shapes = param_shapes(model_spec, spec.layers)
     element_bytes = precision.bytes_per_param

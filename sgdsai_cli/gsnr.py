@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import platform
 import statistics
 import time
 from collections.abc import Callable, Sequence
@@ -30,6 +29,8 @@ from typing import Any
 
 import torch
 
+from . import devices
+from .devices import device_record, meminfo_bytes
 from .errors import BadInput, EnvironmentUnavailable
 from .optim import SGDSaI, gsnr_stats
 from .precision import resolve_precision
@@ -87,48 +88,12 @@ def parse_steps(text: str | Sequence[int]) -> list[int]:
     return values if values[0] == 0 else [0, *values]
 
 
+
+
+
 def resolve_device(text: str) -> torch.device:
     """'auto' (cuda if available, else cpu), 'cpu', 'cuda' or 'cuda:N'. g-SNR needs values, so no meta."""
-    name = (text or "").strip().lower()
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "meta":
-        raise BadInput("--device meta cannot compute g-SNR (it needs real gradient values); use cpu or cuda")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise BadInput(f"unknown device '{text}' (choose from: auto, cpu, cuda, cuda:N)") from None
-    if dev.type not in ("cpu", "cuda"):
-        raise BadInput(f"unknown device '{text}' (choose from: auto, cpu, cuda, cuda:N)")
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise EnvironmentUnavailable(f"--device {text}: CUDA is not available on this machine")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise EnvironmentUnavailable(
-                f"--device {text}: no such GPU (this machine has {torch.cuda.device_count()})")
-    return dev
-
-
-def device_record(dev: torch.device) -> dict[str, Any]:
-    """The envelope's ``environment.device`` for a cpu or cuda device."""
-    if dev.type == "cuda":
-        props = torch.cuda.get_device_properties(dev)
-        return {"type": "cuda", "name": props.name, "total_memory_bytes": int(props.total_memory),
-                "uuid": str(getattr(props, "uuid", "")) or None, "driver": None}
-    return {"type": "cpu", "name": platform.processor() or platform.machine() or "cpu",
-            "total_memory_bytes": _meminfo("MemTotal"), "uuid": None, "driver": None,
-            "threads": torch.get_num_threads()}
-
-
-def _meminfo(key: str) -> int | None:
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith(key + ":"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        return None
-    return None
+    return devices.resolve_device(text, meta_refusal="compute g-SNR (it needs real gradient values)")
 
 
 def _check_fits(n_params: int, bytes_per_param: int, optimizer: str, dev: torch.device, model: str) -> None:
@@ -138,7 +103,7 @@ def _check_fits(n_params: int, bytes_per_param: int, optimizer: str, dev: torch.
     if dev.type == "cuda":
         free, _ = torch.cuda.mem_get_info(dev)
     else:
-        free = _meminfo("MemAvailable")
+        free = meminfo_bytes("MemAvailable")
     if free is not None and need > free:
         raise EnvironmentUnavailable(
             f"model '{model}' needs at least {need / 2**30:.1f} GiB for parameters, gradients and "
