@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import BadInput
+from .results import prepare_out_dir
 
 REPORT_KINDS = ("profile", "gsnr", "plan", "bench-step")
 GSNR_TABLE_ROWS = 40  # per-tensor g-SNR tables longer than this show the largest and smallest only
@@ -393,15 +394,7 @@ def render_html(sections: list[Section], generated: str) -> str:
 
 
 def _prepare_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise BadInput(f"cannot write the report to '{out_dir}': it is a file, not a folder")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BadInput(f"cannot create '{out_dir}': {e.strerror or e}") from None
-    if not os.access(out_dir, os.W_OK):
-        raise BadInput(f"cannot write in '{out_dir}': permission denied")
-
+    prepare_out_dir(out_dir, "report.html")
 
 def build_report(inputs: list[str | os.PathLike], out_dir: str | os.PathLike) -> ReportPaths:
     """Read every input (all validated before anything is written), write report.md, report.html and

@@ -138,6 +138,20 @@ def check_writable(path: str | os.PathLike) -> Path:
     return p
 
 
+def prepare_out_dir(out: str | os.PathLike, first_file: str) -> Path:
+    """Create the ``--out`` folder (BadInput when it is a file or cannot be made) and check that
+    ``first_file`` can be written in it, before any work starts."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise BadInput(f"cannot write to '{out}': it is a file, not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BadInput(f"cannot create folder '{out}' ({e.strerror or e.__class__.__name__})") from None
+    check_writable(out / first_file)
+    return out
+
+
 def write_text_atomic(path: str | os.PathLike, text: str | bytes) -> Path:
     """Write via a temp file in the same folder and rename: never a half-written file."""
     p = check_writable(path)

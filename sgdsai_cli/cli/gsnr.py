@@ -33,20 +33,9 @@ def _positive_int(option: str, text: str | None) -> int | None:
 
 
 def _prepare_out(out: Path | None) -> Path | None:
-    from ..errors import BadInput
+    from ..results import prepare_out_dir
 
-    if out is None:
-        return None
-    if out.exists() and not out.is_dir():
-        raise BadInput(f"--out '{out}': exists and is not a folder")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BadInput(f"--out '{out}': cannot create the folder ({e.strerror or e})") from None
-    from ..results import check_writable
-
-    check_writable(out / "gsnr.json")
-    return out
+    return None if out is None else prepare_out_dir(out, "gsnr.json")
 
 
 def _num(value: float | None, digits: int = 4) -> str:

@@ -36,7 +36,7 @@ def plan_command(
     from ..plan import plan_document, plan_plots, plan_table
     from ..precision import resolve_precision
     from ..registry import resolve_optimizer
-    from ..results import check_writable, dumps, write_json_atomic
+    from ..results import check_writable, dumps, prepare_out_dir, write_json_atomic
     from ..units import parse_size
 
     if output_format not in FORMATS:
@@ -55,13 +55,7 @@ def plan_command(
     if json_path is not None:
         check_writable(json_path)
     if out is not None:
-        if out.exists() and not out.is_dir():
-            raise BadInput(f"cannot write to '{out}': it is a file, not a folder")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BadInput(f"cannot create folder '{out}' ({e.strerror or e.__class__.__name__})") from None
-        check_writable(out / "plan.json")
+        prepare_out_dir(out, "plan.json")
 
     doc = plan_document(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
                         context_bytes=context_bytes)

@@ -182,7 +182,7 @@ def profile_command(
     from ..models import make_batch, resolve_model
     from ..precision import resolve_precision
     from ..registry import DEFAULT_OPTIMIZERS, resolve_optimizer
-    from ..results import ProfileSpec, check_writable, load_document
+    from ..results import ProfileSpec, check_writable, load_document, prepare_out_dir
     from ..units import parse_percent
 
     t_start = time.perf_counter()
@@ -225,13 +225,7 @@ def profile_command(
     if json_path is not None:
         check_writable(json_path)
     if out is not None:
-        if out.exists() and not out.is_dir():
-            raise BadInput(f"cannot write to '{out}': it is a file, not a folder")
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise BadInput(f"cannot create folder '{out}' ({e.strerror or e.__class__.__name__})") from None
-        check_writable(out / "result.json")
+        prepare_out_dir(out, "result.json")
     make_batch(model_spec, spec_batch, spec_seq, device="meta")  # shape errors (seq_len > positions) now
     dev = resolve_device(_pick(device, config, "device", "auto"))
 
@@ -252,8 +246,6 @@ def profile_command(
             from ..realrun import profile_real
         except ImportError:
             raise BadInput("real runs (--device cpu/cuda) are not built yet") from None
-        if out is not None:
-            out.mkdir(parents=True, exist_ok=True)
         samples_dir = json_path.parent if (out is None and json_path is not None) else None
         doc = profile_real(spec, model_spec, optimizers, sample_interval_ms=interval, out_dir=out,
                            snapshot=snapshot, quiet=quiet, samples_dir=samples_dir)
