@@ -3,7 +3,7 @@
     python benchmarks/sampler_overhead.py --model gpt2 --device cuda --interval-ms 10
     python benchmarks/sampler_overhead.py --model tiny-gpt2 --device cpu --seq-len 64 --rounds 4
 
-The worker's own training loop (``sgdsai_cli.worker``: the same phases, CUDA events, per-phase
+The worker's own training loop (``sgdsai_cli.measure.worker``: the same phases, CUDA events, per-phase
 ``memory_stats``) runs in this one process on one model; rounds alternate sampler on and off
 (ABBA order, so drift cancels), each round ``--steps`` steps. Reported: the p50 step time of each
 mode (the sum of the four phase timings: CUDA events on CUDA), the wall-clock time per step,
@@ -40,7 +40,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from sgdsai_cli import worker
+    from sgdsai_cli.measure import worker
     from sgdsai_cli.models import resolve_model
     from sgdsai_cli.results import ProfileSpec, to_plain
 

@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/step_bench.py --device cuda --case llama2-7b:8 --precision bf16
     .venv/bin/python benchmarks/step_bench.py --repeats 3 --json out/step_bench.json
 
-Each case is one ``sgdsai bench-step`` run (``sgdsai_cli.bench``): parameter and gradient
+Each case is one ``sgdsai bench-step`` run (``sgdsai_cli.measure.bench``): parameter and gradient
 tensors shaped like the preset (``MODEL:N`` keeps the first N decoder layers), every optimizer
 stepping once per round in a rotated order, a ``copy_`` in the same rounds for the device's
 bandwidth. Prints one line per optimizer with the median step time, GB/s moved, the share of
@@ -40,8 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", type=Path, help="write every document (a JSON list) here")
     args = ap.parse_args(argv)
 
-    from sgdsai_cli.bench import BenchSpec, bench_document
     from sgdsai_cli.errors import SgdsaiError
+    from sgdsai_cli.measure.bench import BenchSpec, bench_document
     from sgdsai_cli.results import write_json_atomic
 
     docs = []

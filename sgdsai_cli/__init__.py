@@ -1,3 +1,3 @@
 """sgdsai: memory and performance profiler for the SGD-SaI optimizer against AdamW."""
 
-__version__ = "0.1.0"
+from sgdsai_cli.version import __version__  # noqa: F401

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import BadInput, did_you_mean
+from sgdsai_cli.errors import BadInput, did_you_mean
 
 
 @dataclass(frozen=True)

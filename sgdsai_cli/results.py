@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import __version__
-from .errors import BadInput
+from sgdsai_cli.errors import BadInput
+from sgdsai_cli.version import __version__
 
 SCHEMA_VERSION = 1
 KINDS = ("profile", "gsnr", "plan", "bench-step")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import re
 
-from .errors import BadInput
+from sgdsai_cli.errors import BadInput
 
 GiB = 1024**3
 _UNITS = {

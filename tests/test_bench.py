@@ -8,9 +8,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sgdsai_cli import bench
-from sgdsai_cli.bench import BenchSpec, bench_document, param_shapes
 from sgdsai_cli.cli import app
+from sgdsai_cli.measure import bench
+from sgdsai_cli.measure.bench import BenchSpec, bench_document, param_shapes
 from sgdsai_cli.models import build_model, decoder_layers, resolve_model
 
 runner = CliRunner()

@@ -1,4 +1,4 @@
-"""sgdsai_cli.check: matching runs, tolerances, budgets, latency rules, nothing-to-compare."""
+"""sgdsai_cli.analysis.check: matching runs, tolerances, budgets, latency rules, nothing-to-compare."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import copy
 
 import pytest
 
-from sgdsai_cli.check import (
+from sgdsai_cli.analysis.check import (
     BUDGET_KEYS,
     budget_value,
     check_table,

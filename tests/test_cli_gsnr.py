@@ -9,7 +9,7 @@ import torch
 from typer.testing import CliRunner
 
 from sgdsai_cli.cli import app
-from sgdsai_cli.gsnr_plots import FIGURES
+from sgdsai_cli.render.gsnr_figures import FIGURES
 from sgdsai_cli.results import load_document
 
 runner = CliRunner()

@@ -231,7 +231,7 @@ def _measured_doc() -> dict:
 def test_renderers_show_measured_documents_and_dashes():
     from rich.console import Console
 
-    from sgdsai_cli import render
+    from sgdsai_cli.render import profile as render
 
     doc = _measured_doc()
     console = Console(width=100, record=True)

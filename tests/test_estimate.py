@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sgdsai_cli import estimate as est
+from sgdsai_cli.measure import estimate as est
 from sgdsai_cli.models import build_model, resolve_model
 from sgdsai_cli.precision import resolve_precision
 

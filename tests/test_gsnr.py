@@ -9,9 +9,7 @@ import zlib
 import pytest
 import torch
 
-from sgdsai_cli.corpus import load_corpus
-from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
-from sgdsai_cli.gsnr import (
+from sgdsai_cli.analysis.gsnr import (
     DEGENERATE_ACTIONS,
     analyse,
     measure_gsnr,
@@ -23,7 +21,9 @@ from sgdsai_cli.gsnr import (
     summary_frames,
     tensors_csv,
 )
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.models import BLOCK_TYPES, build_model, make_batch, resolve_model, training_loss
+from sgdsai_cli.models.corpus import load_corpus
 from sgdsai_cli.optim import SGDSaI, compute_gsnr
 from sgdsai_cli.results import dumps
 
@@ -322,7 +322,7 @@ def test_corpus_bad_data(tmp_path, make, needle):
 
 
 def test_gsnr_plots_write_png_and_svg(tiny_doc, tmp_path):
-    from sgdsai_cli.gsnr_plots import FIGURES, gsnr_plots
+    from sgdsai_cli.render.gsnr_figures import FIGURES, gsnr_plots
 
     paths = gsnr_plots(tiny_doc, tmp_path / "figs")
     assert sorted(p.name for p in paths) == sorted(f"{s}.{f}" for s in FIGURES for f in ("png", "svg"))

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sgdsai_cli.errors import BadInput
-from sgdsai_cli.models import (
+from sgdsai_cli.models.core import (
     BLOCK_TYPES,
     PRESETS,
     GPT2Config,

@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from sgdsai_cli import optim
 from sgdsai_cli.optim import SGDSaI
+from sgdsai_cli.optim import sgdsai as optim
 
 IMPLS = ["compiled", "fused", "foreach", "loop"]
 HPARAMS = [

@@ -1,4 +1,4 @@
-"""sgdsai_cli.plan: GPU counts per strategy, the max-batch search, rows, and the llama2-7b facts."""
+"""sgdsai_cli.analysis.plan: GPU counts per strategy, the max-batch search, rows, and the llama2-7b facts."""
 
 from __future__ import annotations
 
@@ -6,9 +6,8 @@ import math
 
 import pytest
 
-from sgdsai_cli.errors import BadInput
-from sgdsai_cli.gpus import GPU
-from sgdsai_cli.plan import (
+from sgdsai_cli.analysis.gpus import GPU
+from sgdsai_cli.analysis.plan import (
     CONTEXT_BYTES,
     MAX_BATCH_LIMIT,
     gpus_needed,
@@ -19,6 +18,7 @@ from sgdsai_cli.plan import (
     plan_table,
     plan_table_rows,
 )
+from sgdsai_cli.errors import BadInput
 
 GB = 10**9
 GiB = 1024**3

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sgdsai_cli.plots import profile_plots
+from sgdsai_cli.render.profile_figures import profile_plots
 
 
 def doc(device="cuda", latency=True, runs=("sgdsai", "adamw")):

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sgdsai_cli import realrun, worker
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.measure import realrun, worker
 from sgdsai_cli.models import resolve_model
 from sgdsai_cli.results import ProfileSpec, to_plain
 
@@ -28,7 +28,7 @@ def job(model="tiny-gpt2", optimizer="sgdsai", precision="fp32", warmup=2, steps
 
 
 def meta_state(model: str, precision: str, optimizer: str) -> dict:
-    from sgdsai_cli.sizing import profile_meta
+    from sgdsai_cli.measure.sizing import profile_meta
 
     spec = ProfileSpec(model=model, precision=precision, device="meta", batch_size=2, seq_len=16)
     run = profile_meta(spec, resolve_model(model), [optimizer], estimate=False)["runs"][0]
@@ -79,7 +79,7 @@ def test_run_job_measures_phases_latency_and_exact_state(model, optimizer, preci
 
 def test_activation_probe_matches_the_estimate_exactly():
     """On the CPU the live-tensor tracker and the fake-tensor estimate see the same allocations."""
-    from sgdsai_cli.estimate import estimate_step
+    from sgdsai_cli.measure.estimate import estimate_step
     from sgdsai_cli.precision import resolve_precision
 
     result = worker.run_job(job("tiny-gpt2", "sgdsai", warmup=3, steps=1))
@@ -310,7 +310,7 @@ def test_cuda_run_measures_allocator_and_state(precision, tmp_path):
 @pytest.mark.gpu
 @needs_cuda
 def test_cuda_run_without_nvml_is_a_note(monkeypatch):
-    from sgdsai_cli import sampler as smp
+    from sgdsai_cli.measure import sampler as smp
 
     def fail():
         raise ImportError("no pynvml")
@@ -339,7 +339,7 @@ def test_cuda_simulated_oom_keeps_peak(monkeypatch):
 def test_real_renderables_tables():
     from rich.console import Console
 
-    from sgdsai_cli.render_real import estimate_rows, fmt_size, phase_rows, real_renderables
+    from sgdsai_cli.render.real import estimate_rows, fmt_size, phase_rows, real_renderables
 
     mem = {"source": "measured", "param_bytes": 100, "state_bytes": 200, "peak_allocated_bytes": 1000,
            "details": {"phases": {"forward": {"before_bytes": 300, "allocated_peak_bytes": 900,

@@ -1,4 +1,4 @@
-"""sgdsai_cli.report and `sgdsai report`: pages, embedded figures, graceful degradation, bad input."""
+"""sgdsai_cli.render.report and `sgdsai report`: pages, embedded figures, graceful degradation, bad input."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from sgdsai_cli.cli import app
 from sgdsai_cli.errors import BadInput
-from sgdsai_cli.report import build_report
+from sgdsai_cli.render.report import build_report
 
 INPUTS = Path(__file__).resolve().parent.parent / "reports" / "example" / "inputs"
 PROFILE = INPUTS / "profile-llama2-7b-fp32.json"
@@ -65,8 +65,8 @@ def test_tables_escape_html(tmp_path):
 
 @pytest.mark.parametrize(
     ("module", "note"),
-    [("sgdsai_cli.gsnr_plots", "g-SNR figures skipped"), ("sgdsai_cli.render", "profile tables skipped"),
-     ("sgdsai_cli.plots", "profile figures skipped")],
+    [("sgdsai_cli.render.gsnr_figures", "g-SNR figures skipped"), ("sgdsai_cli.render.profile", "profile tables skipped"),
+     ("sgdsai_cli.render.profile_figures", "profile figures skipped")],
 )
 def test_missing_renderer_degrades_to_a_note(tmp_path, monkeypatch, module, note):
     monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError

@@ -8,8 +8,8 @@ import types
 import pandas as pd
 import pytest
 
-from sgdsai_cli import sampler as smp
-from sgdsai_cli.sampler import SAMPLE_COLUMNS, NvmlDevice, Sampler, open_nvml
+from sgdsai_cli.measure import sampler as smp
+from sgdsai_cli.measure.sampler import SAMPLE_COLUMNS, NvmlDevice, Sampler, open_nvml
 
 
 class NVMLError(Exception):
@@ -219,7 +219,7 @@ def test_bad_interval(interval):
 
 def test_worker_nvml_absent_path(monkeypatch):
     """A CPU run never needs NVML; on CUDA an absent NVML is a note (checked on GPU by gpu tests)."""
-    from sgdsai_cli import worker
+    from sgdsai_cli.measure import worker
     from sgdsai_cli.models import resolve_model
     from sgdsai_cli.results import ProfileSpec, to_plain
 

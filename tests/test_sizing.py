@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sgdsai_cli import sizing
+from sgdsai_cli.measure import sizing
 from sgdsai_cli.models import resolve_model
 from sgdsai_cli.results import ProfileSpec, load_document, write_json_atomic
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from . import bench_step, check, gsnr, plan, presets, profile, report  # noqa: F401  (registers commands)
-from .app import app
+from sgdsai_cli.cli import bench_step, check, gsnr, plan, presets, profile, report  # noqa: F401  (registers commands)
+from sgdsai_cli.cli.app import app
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ import sys
 import typer
 from rich.console import Console
 
-from ..errors import SgdsaiError
+from sgdsai_cli.errors import SgdsaiError
 
 app = typer.Typer(
     name="sgdsai",
@@ -56,6 +56,6 @@ def handle_errors(func):
 
 
 def not_built(command: str, issue: str) -> None:
-    from ..errors import BadInput
+    from sgdsai_cli.errors import BadInput
 
     raise BadInput(f"'sgdsai {command}' is not built yet ({issue})")

@@ -13,13 +13,13 @@ from pathlib import Path
 
 import typer
 
-from .app import app, handle_errors, stdout
+from sgdsai_cli.cli.app import app, handle_errors, stdout
 
 FORMATS = ("table", "json")
 
 
 def _int(option: str, text: str | None, minimum: int) -> int | None:
-    from ..errors import BadInput
+    from sgdsai_cli.errors import BadInput
 
     if text is None:
         return None
@@ -40,7 +40,7 @@ def render(doc: dict, console) -> None:
     """Header line, one table row per optimizer, and the copy bandwidth."""
     from rich.table import Table
 
-    from ..bench import rows_table
+    from sgdsai_cli.measure.bench import rows_table
 
     spec, dev, tensors, copy = doc["spec"], doc["environment"]["device"], doc["tensors"], doc["copy"]
     layers = "all layers" if spec["layers"] is None else f"first {spec['layers']} layer(s)"
@@ -88,9 +88,9 @@ def bench_step_command(
     fmt: str = typer.Option("table", "--format", help="table or json (the document on stdout)."),
 ) -> None:
     """Time the optimizer step alone: ms/step, GB/s, share of copy bandwidth, ratio to fused AdamW."""
-    from ..bench import DEFAULT_OPTIMIZERS, BenchSpec, bench_document, check_optimizer
-    from ..errors import BadInput, did_you_mean
-    from ..results import check_writable, dumps, write_json_atomic
+    from sgdsai_cli.errors import BadInput, did_you_mean
+    from sgdsai_cli.measure.bench import DEFAULT_OPTIMIZERS, BenchSpec, bench_document, check_optimizer
+    from sgdsai_cli.results import check_writable, dumps, write_json_atomic
 
     if fmt not in FORMATS:
         raise BadInput(f"unknown format '{fmt}'" + did_you_mean(fmt, FORMATS))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, handle_errors, stdout
+from sgdsai_cli.cli.app import app, handle_errors, stdout
 
 FORMATS = ("table", "json")
 
@@ -32,10 +32,10 @@ def check_command(
     output_format: str = typer.Option("table", "--format", help="table or json."),
 ) -> None:
     """Compare a profile result with a baseline and budgets; exit 1 on a regression."""
-    from ..check import check_table, compare_files, parse_budgets, report_to_dict
-    from ..errors import BadInput, RegressionFound, did_you_mean
-    from ..results import dumps
-    from ..units import parse_percent
+    from sgdsai_cli.analysis.check import check_table, compare_files, parse_budgets, report_to_dict
+    from sgdsai_cli.errors import BadInput, RegressionFound, did_you_mean
+    from sgdsai_cli.results import dumps
+    from sgdsai_cli.units import parse_percent
 
     if output_format not in FORMATS:
         raise BadInput(f"unknown format '{output_format}'" + did_you_mean(output_format, FORMATS))

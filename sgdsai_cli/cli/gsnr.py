@@ -15,11 +15,11 @@ from pathlib import Path
 
 import typer
 
-from .app import app, handle_errors, stdout
+from sgdsai_cli.cli.app import app, handle_errors, stdout
 
 
 def _positive_int(option: str, text: str | None) -> int | None:
-    from ..errors import BadInput
+    from sgdsai_cli.errors import BadInput
 
     if text is None:
         return None
@@ -33,7 +33,7 @@ def _positive_int(option: str, text: str | None) -> int | None:
 
 
 def _prepare_out(out: Path | None) -> Path | None:
-    from ..results import prepare_out_dir
+    from sgdsai_cli.results import prepare_out_dir
 
     return None if out is None else prepare_out_dir(out, "gsnr.json")
 
@@ -134,8 +134,8 @@ def gsnr_command(
                                    show_default=False),
 ) -> None:
     """g-SNR of every parameter tensor at initialisation and during training, by block type."""
-    from ..errors import BadInput
-    from ..results import check_writable, write_json_atomic, write_text_atomic
+    from sgdsai_cli.errors import BadInput
+    from sgdsai_cli.results import check_writable, write_json_atomic, write_text_atomic
 
     bs = _positive_int("--batch-size", batch_size)
     sl = _positive_int("--seq-len", seq_len)
@@ -149,7 +149,7 @@ def gsnr_command(
         raise BadInput(f"bad --lr '{lr}' (must be a positive number such as 1e-5)") from None
     if not (math.isfinite(lr_value) and lr_value > 0):
         raise BadInput(f"bad --lr '{lr}' (must be a positive number such as 1e-5)")
-    from ..gsnr import analyse, parse_steps, tensors_csv
+    from sgdsai_cli.analysis.gsnr import analyse, parse_steps, tensors_csv
 
     parse_steps(steps)  # fail before any work
     if json_path is not None:
@@ -187,7 +187,7 @@ def gsnr_command(
     if out_dir is not None:
         written.append(write_json_atomic(out_dir / "gsnr.json", doc))
         written.append(write_text_atomic(out_dir / "gsnr.csv", tensors_csv(doc)))
-        from ..gsnr_plots import gsnr_plots
+        from sgdsai_cli.render.gsnr_figures import gsnr_plots
 
         written += gsnr_plots(doc, out_dir)
     elif json_path is not None:

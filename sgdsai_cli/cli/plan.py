@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, handle_errors, stdout
+from sgdsai_cli.cli.app import app, handle_errors, stdout
 
 FORMATS = ("table", "json")
 
@@ -31,13 +31,13 @@ def plan_command(
     output_format: str = typer.Option("table", "--format", help="table or json (the document on stdout)."),
 ) -> None:
     """Plan GPU memory: model states, activations, fits, max batch and GPUs needed (DDP, ZeRO-1/2/3)."""
-    from ..errors import BadInput, did_you_mean
-    from ..gpus import resolve_gpu
-    from ..plan import plan_document, plan_plots, plan_table
-    from ..precision import resolve_precision
-    from ..registry import resolve_optimizer
-    from ..results import check_writable, dumps, prepare_out_dir, write_json_atomic
-    from ..units import parse_size
+    from sgdsai_cli.analysis.gpus import resolve_gpu
+    from sgdsai_cli.analysis.plan import plan_document, plan_plots, plan_table
+    from sgdsai_cli.errors import BadInput, did_you_mean
+    from sgdsai_cli.optim.registry import resolve_optimizer
+    from sgdsai_cli.precision import resolve_precision
+    from sgdsai_cli.results import check_writable, dumps, prepare_out_dir, write_json_atomic
+    from sgdsai_cli.units import parse_size
 
     if output_format not in FORMATS:
         raise BadInput(f"unknown format '{output_format}'" + did_you_mean(output_format, FORMATS))
@@ -88,7 +88,7 @@ def wide_console(width: int = 150):
 
 
 def _positive_int(option: str, text: str) -> int:
-    from ..errors import BadInput
+    from sgdsai_cli.errors import BadInput
 
     try:
         value = int(str(text).strip())

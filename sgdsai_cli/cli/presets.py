@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from .app import app, handle_errors, stdout
+from sgdsai_cli.cli.app import app, handle_errors, stdout
 
 FORMATS = ("table", "json")
 
@@ -16,8 +16,8 @@ def preset_rows() -> list[dict]:
     ``params`` is the preset's documented count, which the model tests check against the built
     model exactly; a preset without one is built on meta (shapes only) and counted.
     """
-    from ..models import PRESETS, build_model, count_params
-    from ..precision import PRECISIONS
+    from sgdsai_cli.models import PRESETS, build_model, count_params
+    from sgdsai_cli.precision import PRECISIONS
 
     rows = []
     for name, spec in PRESETS.items():
@@ -35,8 +35,8 @@ def presets_command(
     output_format: str = typer.Option("table", "--format", metavar="F", help="table or json."),
 ) -> None:
     """List the model presets: family, parameters and parameter bytes in each precision."""
-    from ..errors import BadInput, did_you_mean
-    from ..results import dumps
+    from sgdsai_cli.errors import BadInput, did_you_mean
+    from sgdsai_cli.results import dumps
 
     if output_format not in FORMATS:
         raise BadInput(f"unknown format '{output_format}'" + did_you_mean(output_format, FORMATS))
@@ -46,7 +46,7 @@ def presets_command(
         return
     from rich.table import Table
 
-    from ..render import gib_cell
+    from sgdsai_cli.render.profile import gib_cell
 
     table = Table(title="Model presets: parameter memory (GiB)", title_justify="left",
                   caption="amp-bf16 and amp-fp16 keep fp32 parameters", caption_justify="left")

@@ -17,8 +17,8 @@ from typing import Any
 
 import typer
 
-from ..errors import BadInput, EnvironmentUnavailable, RegressionFound, did_you_mean
-from .app import app, handle_errors, stderr, stdout
+from sgdsai_cli.cli.app import app, handle_errors, stderr, stdout
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, RegressionFound, did_you_mean
 
 FORMATS = ("table", "json", "csv", "markdown")
 
@@ -179,11 +179,11 @@ def profile_command(
                                  help="TOML run spec; command-line options override it."),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
-    from ..models import make_batch, resolve_model
-    from ..precision import resolve_precision
-    from ..registry import DEFAULT_OPTIMIZERS, resolve_optimizer
-    from ..results import ProfileSpec, check_writable, load_document, prepare_out_dir
-    from ..units import parse_percent
+    from sgdsai_cli.models import make_batch, resolve_model
+    from sgdsai_cli.optim.registry import DEFAULT_OPTIMIZERS, resolve_optimizer
+    from sgdsai_cli.precision import resolve_precision
+    from sgdsai_cli.results import ProfileSpec, check_writable, load_document, prepare_out_dir
+    from sgdsai_cli.units import parse_percent
 
     t_start = time.perf_counter()
     config = load_profile_toml(profile) if profile is not None else {}
@@ -235,7 +235,7 @@ def profile_command(
 
     # ---- the work
     if dev == "meta":
-        from ..sizing import profile_meta
+        from sgdsai_cli.measure.sizing import profile_meta
 
         if not quiet:
             err.print(f"sizing {model_spec.name} ({prec.name}) on the meta device: "
@@ -243,7 +243,7 @@ def profile_command(
         doc = profile_meta(spec, model_spec, optimizers, estimate=True)
     else:
         try:
-            from ..realrun import profile_real
+            from sgdsai_cli.measure.realrun import profile_real
         except ImportError:
             raise BadInput("real runs (--device cpu/cuda) are not built yet") from None
         samples_dir = json_path.parent if (out is None and json_path is not None) else None
@@ -263,7 +263,7 @@ def profile_command(
 
 
 def _write_outputs(doc: dict, json_path: Path | None, out: Path | None, device: str, quiet: bool, err) -> None:
-    from ..results import write_json_atomic
+    from sgdsai_cli.results import write_json_atomic
 
     if json_path is not None:
         write_json_atomic(json_path, doc)
@@ -274,7 +274,7 @@ def _write_outputs(doc: dict, json_path: Path | None, out: Path | None, device: 
         write_json_atomic(out / "result.json", doc)
         if device == "meta":  # real runs draw their own figures (with the memory samples)
             try:
-                from ..plots import profile_plots
+                from sgdsai_cli.render.profile_figures import profile_plots
             except ImportError:
                 profile_plots = None
             if profile_plots is not None:
@@ -284,8 +284,8 @@ def _write_outputs(doc: dict, json_path: Path | None, out: Path | None, device: 
 
 
 def _print(doc: dict, output_format: str, quiet: bool) -> None:
-    from .. import render
-    from ..results import dumps
+    from sgdsai_cli.render import profile as render
+    from sgdsai_cli.results import dumps
 
     if output_format == "json":
         print(dumps(doc))
@@ -297,7 +297,7 @@ def _print(doc: dict, output_format: str, quiet: bool) -> None:
         console = stdout()
         items = render.profile_renderables(doc)
         if not quiet and doc.get("spec", {}).get("device", "meta") != "meta":
-            from ..render_real import real_renderables
+            from sgdsai_cli.render.real import real_renderables
 
             items = items + real_renderables(doc)
         for item in items[:2] if quiet else items:
@@ -321,7 +321,7 @@ def _timing_line(doc: dict, wall_s: float) -> str:
 
 
 def _baseline(doc, path, baseline_doc, tol, update, quiet, output_format, err) -> None:
-    from ..results import write_json_atomic
+    from sgdsai_cli.results import write_json_atomic
 
     if update:
         write_json_atomic(path, doc)
@@ -329,7 +329,7 @@ def _baseline(doc, path, baseline_doc, tol, update, quiet, output_format, err) -
             err.print(f"baseline written: {path}", markup=False, highlight=False)
         return
     try:
-        from ..check import check_table, compare_documents
+        from sgdsai_cli.analysis.check import check_table, compare_documents
     except ImportError:
         raise BadInput("--baseline: 'sgdsai check' is not built yet") from None
     report = compare_documents(doc, baseline_doc, tolerance=tol)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from .app import app, handle_errors
+from sgdsai_cli.cli.app import app, handle_errors
 
 
 @app.command("report")
@@ -17,7 +17,7 @@ def report_command(
                              show_default=False),
 ) -> None:
     """Write report.md and report.html (figures embedded) with the tables and plots of every input."""
-    from ..report import build_report
+    from sgdsai_cli.render.report import build_report
 
     paths = build_report(results, out)
     print(f"wrote {paths.markdown}")

@@ -1,6 +1,6 @@
 """Child process of a real run: one optimizer, one fresh process, one clean allocator.
 
-    python -m sgdsai_cli.worker JOB.json RESULT.json
+    python -m sgdsai_cli.measure.worker JOB.json RESULT.json
 
 ``JOB.json`` (written by ``realrun``) holds the profile spec, the model spec, the optimizer
 name, the sampler interval and where to write the samples CSV and the memory snapshot.
@@ -85,7 +85,7 @@ def model_spec_to_dict(model_spec) -> dict:
 
 
 def model_spec_from_dict(d: dict):
-    from . import models
+    from sgdsai_cli import models
 
     classes = {"gpt2": models.GPT2Config, "llama": models.LlamaConfig, "vit": models.ViTConfig}
     return models.ModelSpec(d["name"], d["family"], classes[d["family"]](**d["config"]), d.get("params"))
@@ -249,8 +249,8 @@ class _Run:
     def __init__(self, job: dict, progress: bool):
         import torch
 
-        from .precision import resolve_precision
-        from .results import ProfileSpec
+        from sgdsai_cli.precision import resolve_precision
+        from sgdsai_cli.results import ProfileSpec
 
         self.torch = torch
         self.job = job
@@ -339,8 +339,8 @@ class _Run:
 
     def setup(self) -> None:
         torch = self.torch
-        from .models import build_model, make_batch
-        from .registry import build_optimizer
+        from sgdsai_cli.models import build_model, make_batch
+        from sgdsai_cli.optim.registry import build_optimizer
 
         if self.is_cuda:
             self.idx = self.device.index if self.device.index is not None else torch.cuda.current_device()
@@ -359,7 +359,7 @@ class _Run:
         self.optimizer, self.impl = build_optimizer(self.job["optimizer"], self.model.parameters())
 
     def _start_sampler(self) -> None:
-        from .sampler import Sampler, cuda_allocator_reader, open_nvml
+        from sgdsai_cli.measure.sampler import Sampler, cuda_allocator_reader, open_nvml
 
         interval = self.job.get("sample_interval_ms") or 0
         if self.is_cuda:
@@ -378,7 +378,7 @@ class _Run:
     # -- training loop ----------------------------------------------------------------------
 
     def _forward(self):
-        from .models import training_loss
+        from sgdsai_cli.models import training_loss
 
         ac = self.precision.autocast_dtype
         if ac is not None:
@@ -547,10 +547,12 @@ class _Run:
         return act, fbp, transient
 
     def memory_result(self, status: str):
-        from .results import MemoryResult
+        from sgdsai_cli.results import MemoryResult
 
         params = list(self.model.parameters()) if self.model is not None else []
-        from .sizing import state_bytes_by_key  # the meta sizing's reader: one definition of "state bytes"
+        from sgdsai_cli.measure.sizing import (
+            state_bytes_by_key,  # the meta sizing's reader: one definition of "state bytes"
+        )
 
         by_key = state_bytes_by_key(self.optimizer) if self.optimizer is not None and status == "ok" else {}
         phases = self._phase_summary()
@@ -610,7 +612,7 @@ class _Run:
             return cpu_device_record()
         import torch
 
-        from .sampler import cuda_uuid
+        from sgdsai_cli.measure.sampler import cuda_uuid
 
         props = torch.cuda.get_device_properties(self.idx)
         return {"type": "cuda", "name": props.name, "total_memory_bytes": int(props.total_memory),
@@ -619,7 +621,7 @@ class _Run:
     def model_info(self) -> dict[str, Any] | None:
         if self.model is None:
             return None
-        from .models import count_params
+        from sgdsai_cli.models import count_params
 
         params = list(self.model.parameters())
         pb = tensor_bytes(params)
@@ -632,7 +634,7 @@ class _Run:
 
 
 def _col(name: str) -> int:
-    from .sampler import SAMPLE_COLUMNS
+    from sgdsai_cli.measure.sampler import SAMPLE_COLUMNS
 
     return SAMPLE_COLUMNS.index(name)
 
@@ -654,7 +656,7 @@ def _first_line(e: BaseException) -> str:
 def run_job(job: dict, progress: bool = False) -> dict:
     """Run one optimizer's job in this process; return the result record (never raises on
     a run failure: OOM -> status "oom", anything else -> status "error")."""
-    from .results import RunResult, to_plain
+    from sgdsai_cli.results import RunResult, to_plain
 
     run = _Run(job, progress)
     status, error = "ok", None
@@ -714,10 +716,10 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the child: read the job, run it, write the result atomically."""
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 2:
-        sys.stderr.write("usage: python -m sgdsai_cli.worker JOB.json RESULT.json\n")
+        sys.stderr.write("usage: python -m sgdsai_cli.measure.worker JOB.json RESULT.json\n")
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
-    from .results import write_json_atomic
+    from sgdsai_cli.results import write_json_atomic
 
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     result = run_job(job, progress=bool(job.get("progress", True)))

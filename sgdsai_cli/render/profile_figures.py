@@ -3,7 +3,7 @@
     paths = profile_plots(doc, out_dir, samples={"sgdsai": frame, "adamw": frame})
 
 Each figure is written as PNG and SVG (matplotlib, Agg backend, imported lazily so that
-``import sgdsai_cli.plots`` costs nothing). Which figures exist depends on the document:
+``import sgdsai_cli.render.profile_figures`` costs nothing). Which figures exist depends on the document:
 
 - ``state-by-key``      always (meta, fake and measured documents): optimizer state bytes per
                         optimizer, stacked by state key (``momentum_buffer``, ``exp_avg``, ...);
@@ -14,7 +14,7 @@ Each figure is written as PNG and SVG (matplotlib, Agg backend, imported lazily 
                         host process's RSS on the right one; one panel per optimizer, the
                         training phases shaded.
 
-A samples frame has the columns of the sampler CSV (``sgdsai_cli.sampler.SAMPLE_COLUMNS``):
+A samples frame has the columns of the sampler CSV (``sgdsai_cli.measure.sampler.SAMPLE_COLUMNS``):
 ``t_s``, ``phase`` and byte columns such as ``allocated_bytes``, ``reserved_bytes``,
 ``nvml_used_bytes``, ``rss_bytes``; missing columns or all-empty ones are skipped.
 Titles and axes name the model, precision, device and units.
@@ -62,7 +62,7 @@ def _title(doc: dict[str, Any], what: str) -> str:
 
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     """Write PNG and SVG; return both paths."""
-    from .results import write_text_atomic
+    from sgdsai_cli.results import write_text_atomic
 
     paths = []
     for ext in ("png", "svg"):

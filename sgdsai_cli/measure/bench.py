@@ -28,9 +28,9 @@ from typing import Any
 
 import torch
 
-from .devices import device_record, meminfo_bytes, resolve_device
-from .errors import BadInput, EnvironmentUnavailable, did_you_mean
-from .optim import IMPLS, SGDSaI, cpu_kernel
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, did_you_mean
+from sgdsai_cli.measure.devices import device_record, meminfo_bytes, resolve_device
+from sgdsai_cli.optim import IMPLS, SGDSaI, cpu_kernel
 
 DEFAULT_OPTIMIZERS = ("sgdsai", "adamw-fused", "adamw-foreach")
 REFERENCE = "adamw-fused"
@@ -87,7 +87,7 @@ def base_name(optimizer: str) -> str:
 
 def check_optimizer(name: str) -> str:
     """Validate one --optimizer value: a registry name or ``sgdsai:IMPL``; BadInput otherwise."""
-    from .registry import OPTIMIZER_NAMES, resolve_optimizer
+    from sgdsai_cli.optim.registry import OPTIMIZER_NAMES, resolve_optimizer
 
     if name.startswith("sgdsai:"):
         if name not in SGDSAI_VARIANTS:
@@ -121,7 +121,7 @@ def free_bytes(dev: torch.device) -> int | None:
 
 def param_shapes(model_spec, layers: int | None) -> list[tuple[str, tuple[int, ...]]]:
     """(name, shape) of every parameter (tied ones once), or of the first ``layers`` decoder layers only."""
-    from .models import build_model, decoder_layers
+    from sgdsai_cli.models import build_model, decoder_layers
 
     model = build_model(model_spec, device="meta")
     if layers is None:
@@ -165,7 +165,7 @@ def check_fits(spec: BenchSpec, model_spec, dev: torch.device, element_bytes: in
 
 
 def _blocks(model_spec):
-    from .models import build_model, decoder_layers
+    from sgdsai_cli.models import build_model, decoder_layers
 
     return decoder_layers(build_model(model_spec, device="meta"))
 
@@ -218,7 +218,7 @@ def build(name: str, params) -> tuple[torch.optim.Optimizer, str]:
     if name.startswith("sgdsai:"):
         opt = SGDSaI(params, impl=name.split(":", 1)[1])
         return opt, opt.resolve_impl(params)
-    from .registry import build_optimizer
+    from sgdsai_cli.optim.registry import build_optimizer
 
     return build_optimizer(name, params)
 
@@ -241,8 +241,8 @@ def _impl_used(opt, predicted: str) -> str:
 
 def run_bench(spec: BenchSpec, *, on_event: Callable[[str], None] | None = None) -> tuple[dict, list[BenchRow], dict]:
     """Time every optimizer's step interleaved; return (spec dict, rows, extra body fields)."""
-    from .models import resolve_model
-    from .precision import resolve_precision
+    from sgdsai_cli.models import resolve_model
+    from sgdsai_cli.precision import resolve_precision
 
     say = on_event or (lambda _msg: None)
     if spec.warmup < 0:
@@ -352,7 +352,7 @@ def run_bench(spec: BenchSpec, *, on_event: Callable[[str], None] | None = None)
 
 def bench_document(spec: BenchSpec, *, on_event=None) -> dict:
     """Run the benchmark and wrap it in the DESIGN.md envelope (kind "bench-step")."""
-    from .results import envelope, to_plain
+    from sgdsai_cli.results import envelope, to_plain
 
     spec_dict, rows, body = run_bench(spec, on_event=on_event)
     device = body.pop("device_record")

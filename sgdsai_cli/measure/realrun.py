@@ -3,7 +3,7 @@
     doc = profile_real(spec, model_spec, ["sgdsai", "adamw"], sample_interval_ms=10,
                        out_dir=Path("out"), snapshot=False, quiet=True)
 
-Each optimizer runs in its own fresh process (``python -m sgdsai_cli.worker JOB RESULT``), so
+Each optimizer runs in its own fresh process (``python -m sgdsai_cli.measure.worker JOB RESULT``), so
 every run starts from a clean allocator with nothing left over from the previous one. The child
 reports progress as ``@sgdsai {...}`` lines on stdout (a rich progress bar per optimizer on
 stderr unless ``quiet``) and writes its result as JSON to a temp file; the parent assembles the
@@ -37,8 +37,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput, EnvironmentUnavailable
-from .results import ModelInfo, ProfileSpec, RunResult, profile_document, to_plain
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.results import ModelInfo, ProfileSpec, RunResult, profile_document, to_plain
 
 # Optimizer state per parameter, in units of the parameter's bytes (for the CPU RAM check).
 STATE_FACTOR = {"sgdsai": 1, "sgdsai-ref": 1, "sgd": 1, "adafactor": 0}
@@ -77,7 +77,7 @@ def model_state_bytes_needed(params: int, bytes_per_param: int, optimizers: list
 
 def check_device(spec: ProfileSpec, model_spec, optimizers: list[str]) -> None:
     """EnvironmentUnavailable (exit 3) when the device cannot run this at all."""
-    from .precision import resolve_precision
+    from sgdsai_cli.precision import resolve_precision
 
     device = spec.device
     if device.startswith("cuda"):
@@ -100,7 +100,7 @@ def check_device(spec: ProfileSpec, model_spec, optimizers: list[str]) -> None:
     precision = resolve_precision(spec.precision)
     params = model_spec.params
     if params is None:
-        from .models import build_model, count_params
+        from sgdsai_cli.models import build_model, count_params
 
         params = count_params(build_model(model_spec, device="meta", dtype=precision.param_dtype))
     need = model_state_bytes_needed(params, precision.bytes_per_param, optimizers)
@@ -120,8 +120,8 @@ def _estimates(spec: ProfileSpec, model_spec, optimizers: list[str]) -> tuple[di
     """optimizer -> {component: bytes} from the no-GPU estimate; (results, note on failure)."""
     out: dict[str, dict] = {}
     try:
-        from . import sizing  # noqa: F401
-        from .sizing import profile_meta
+        from sgdsai_cli.measure import sizing  # noqa: F401
+        from sgdsai_cli.measure.sizing import profile_meta
     except ImportError:
         profile_meta = None
     try:
@@ -137,8 +137,8 @@ def _estimates(spec: ProfileSpec, model_spec, optimizers: list[str]) -> tuple[di
                     d["forward_backward_peak_bytes"] = fb
                 out[run["optimizer"]] = {k: v for k, v in d.items() if v is not None}
             return out, None
-        from .estimate import estimate_step
-        from .precision import resolve_precision
+        from sgdsai_cli.measure.estimate import estimate_step
+        from sgdsai_cli.precision import resolve_precision
 
         precision = resolve_precision(spec.precision)
         for opt in optimizers:
@@ -244,12 +244,12 @@ class _Progress:
 
 
 def _child_command() -> list[str]:
-    return [sys.executable, "-m", "sgdsai_cli.worker"]
+    return [sys.executable, "-m", "sgdsai_cli.measure.worker"]
 
 
 def run_child(job: dict, progress: _Progress, task) -> dict:
     """Run one job in a fresh process; the worker's result dict (an error record if it died)."""
-    from .worker import parse_progress
+    from sgdsai_cli.measure.worker import parse_progress
 
     with tempfile.TemporaryDirectory(prefix="sgdsai-run-") as tmp:
         job_path, result_path, err_path = (Path(tmp) / n for n in ("job.json", "result.json", "stderr.txt"))
@@ -290,8 +290,8 @@ def run_child(job: dict, progress: _Progress, task) -> dict:
 
 def _model_info(model_spec, spec: ProfileSpec) -> ModelInfo:
     """Model record from a meta build (used when no child got as far as building the model)."""
-    from .models import build_model, count_params
-    from .precision import resolve_precision
+    from sgdsai_cli.models import build_model, count_params
+    from sgdsai_cli.precision import resolve_precision
 
     precision = resolve_precision(spec.precision)
     model = build_model(model_spec, device="meta", dtype=precision.param_dtype)
@@ -302,7 +302,7 @@ def _model_info(model_spec, spec: ProfileSpec) -> ModelInfo:
 
 def _device_fallback(spec: ProfileSpec) -> dict[str, Any]:
     if spec.device == "cpu":
-        from .worker import cpu_device_record
+        from sgdsai_cli.measure.worker import cpu_device_record
 
         return cpu_device_record()
     return {"type": "cuda", "name": None, "total_memory_bytes": None, "uuid": None, "driver": None}
@@ -323,8 +323,8 @@ def profile_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample
     skips the estimate comparison. Raises EnvironmentUnavailable before starting when the device
     cannot do it; after that, failures are run results.
     """
-    from .registry import resolve_optimizer
-    from .worker import model_spec_to_dict
+    from sgdsai_cli.measure.worker import model_spec_to_dict
+    from sgdsai_cli.optim.registry import resolve_optimizer
 
     for name in optimizers:
         resolve_optimizer(name)
@@ -412,8 +412,8 @@ def profile_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample
 
 def write_plots(doc: dict, out_dir: Path, samples_paths: dict[str, Path]) -> list[Path]:
     """Figures for the document and its samples; a figure that fails becomes a note, not a crash."""
-    from .plots import profile_plots
-    from .sampler import read_samples
+    from sgdsai_cli.measure.sampler import read_samples
+    from sgdsai_cli.render.profile_figures import profile_plots
 
     frames = {}
     for name, path in samples_paths.items():

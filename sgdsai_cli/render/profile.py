@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from .gpus import FIT_GPUS, GPUS
-from .units import GiB
+from sgdsai_cli.analysis.gpus import FIT_GPUS, GPUS
+from sgdsai_cli.units import GiB
 
 NOTE_META = ("Params, grads and state are exact from the meta device (optimizer.state after a real step()); "
              "activations, transient and peak from a fake-tensor allocation trace. A real CUDA run adds the "

@@ -18,7 +18,7 @@ import os
 import statistics
 from pathlib import Path
 
-from .results import write_text_atomic
+from sgdsai_cli.results import write_text_atomic
 
 FIGURES = ("gsnr_by_type", "gsnr_by_layer", "gsnr_over_steps", "gsnr_vs_sqrt_n")
 FORMATS = ("png", "svg")
@@ -37,7 +37,7 @@ def _subtitle(doc: dict) -> str:
 def _colors(kinds):
     import matplotlib
 
-    from .models import BLOCK_TYPES
+    from sgdsai_cli.models import BLOCK_TYPES
 
     cmap = matplotlib.colormaps["tab20"]
     order = list(BLOCK_TYPES)

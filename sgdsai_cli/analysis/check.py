@@ -27,8 +27,8 @@ from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from .errors import BadInput, did_you_mean
-from .units import parse_size
+from sgdsai_cli.errors import BadInput, did_you_mean
+from sgdsai_cli.units import parse_size
 
 MEMORY_METRICS = (
     "state_bytes",
@@ -279,7 +279,7 @@ def compare_documents(
 
 def compare_files(result_path, baseline_path, **kwargs) -> CheckReport:
     """Load both files (BadInput for missing, corrupt or wrong-schema files) and compare them."""
-    from .results import load_document
+    from sgdsai_cli.results import load_document
 
     current = load_document(result_path, kinds=("profile",))
     baseline = load_document(baseline_path, kinds=("profile",))

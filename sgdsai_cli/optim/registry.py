@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import BadInput, EnvironmentUnavailable, did_you_mean
-from .optim import SGDSaI
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, did_you_mean
+from sgdsai_cli.optim import SGDSaI
 
 # Learning rates only matter for real runs; memory does not depend on them.
 ADAMW_LR = 1e-3

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .errors import BadInput
+from sgdsai_cli.errors import BadInput
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "idlelib", "lib2to3"}

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N"
 

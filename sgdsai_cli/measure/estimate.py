@@ -46,7 +46,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from .precision import Precision
+from sgdsai_cli.precision import Precision
 
 # Depth traced for models with more layers: first, one middle and last block.
 TRACE_DEPTH = 3
@@ -210,7 +210,7 @@ def _fake_mode():
 
 
 def _build_fake(model_spec, dtype: torch.dtype, fake_mode):
-    from . import models
+    from sgdsai_cli import models
 
     with fake_mode:
         return models.build_model(model_spec, device="cpu", dtype=dtype)
@@ -231,7 +231,7 @@ def _autocast(precision: Precision):
 
 def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int, depth: int):
     """Trace forward + backward of ``model_spec`` at ``depth`` blocks; return (segments, tracker)."""
-    from . import models
+    from sgdsai_cli import models
 
     spec = with_depth(model_spec, depth) if depth != model_depth(model_spec) else model_spec
     fake_mode = _fake_mode()
@@ -392,7 +392,7 @@ def use_cuda_default_path(optimizer) -> str:
     ``impl="auto"`` runs foreach; on CPU, meta or fake tensors both default to the per-tensor loop.
     Sizing and estimates describe a GPU run, so they set the CUDA choice explicitly.
     """
-    from .optim import SGDSaI
+    from sgdsai_cli.optim import SGDSaI
 
     if isinstance(optimizer, SGDSaI):
         if optimizer.impl == "auto":
@@ -423,7 +423,7 @@ def _fake_model_with_grads(model_spec, dtype: torch.dtype):
 @functools.lru_cache(maxsize=64)
 def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
     """Two ``step()`` calls of ``optimizer`` over the full model's fake parameters and gradients."""
-    from .registry import build_optimizer
+    from sgdsai_cli.optim.registry import build_optimizer
 
     t0 = time.perf_counter()
     fake_mode, model = _fake_model_with_grads(model_spec, precision.param_dtype)
@@ -485,7 +485,7 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
 @functools.lru_cache(maxsize=64)
 def param_bytes(model_spec, precision: Precision) -> int:
     """Bytes of the model's parameters in the precision's dtype (a meta build; tied tensors once)."""
-    from . import models
+    from sgdsai_cli import models
 
     model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
     return _unique_storage_bytes(model.parameters())

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import BadInput, did_you_mean
-from .units import parse_size
+from sgdsai_cli.errors import BadInput, did_you_mean
+from sgdsai_cli.units import parse_size
 
 MiB = 1024**2
 

@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput
-from .results import prepare_out_dir
+from sgdsai_cli.errors import BadInput
+from sgdsai_cli.results import prepare_out_dir
 
 REPORT_KINDS = ("profile", "gsnr", "plan", "bench-step")
 GSNR_TABLE_ROWS = 40  # per-tensor g-SNR tables longer than this show the largest and smallest only
@@ -146,7 +146,7 @@ def _figures(section: Section, draw, doc: dict, fig_dir: Path, what: str) -> Non
 
 def _profile_section(section: Section, doc: dict, fig_dir: Path) -> None:
     try:
-        from .render import notes, profile_frames
+        from sgdsai_cli.render.profile import notes, profile_frames
     except ImportError as e:
         section.notes.append(f"profile tables skipped: {e}")
     else:
@@ -158,7 +158,7 @@ def _profile_section(section: Section, doc: dict, fig_dir: Path) -> None:
         except Exception as e:
             section.notes.append(f"profile tables skipped: {e.__class__.__name__}: {e}")
     try:
-        from .plots import profile_plots
+        from sgdsai_cli.render.profile_figures import profile_plots
     except ImportError as e:
         section.notes.append(f"profile figures skipped: {e}")
     else:
@@ -169,7 +169,7 @@ def _gsnr_section(section: Section, doc: dict, fig_dir: Path) -> None:
     import pandas as pd
 
     try:
-        from .gsnr import summary_frames
+        from sgdsai_cli.analysis.gsnr import summary_frames
     except ImportError as e:
         section.notes.append(f"g-SNR tables skipped: {e}")
     else:
@@ -193,7 +193,7 @@ def _gsnr_section(section: Section, doc: dict, fig_dir: Path) -> None:
         except Exception as e:
             section.notes.append(f"g-SNR tables skipped: {e.__class__.__name__}: {e}")
     try:
-        from .gsnr_plots import gsnr_plots
+        from sgdsai_cli.render.gsnr_figures import gsnr_plots
     except ImportError as e:
         section.notes.append(f"g-SNR figures skipped: {e}")
     else:
@@ -201,7 +201,7 @@ def _gsnr_section(section: Section, doc: dict, fig_dir: Path) -> None:
 
 
 def _plan_section(section: Section, doc: dict, fig_dir: Path) -> None:
-    from .plan import plan_plots, plan_table_rows, plan_title
+    from sgdsai_cli.analysis.plan import plan_plots, plan_table_rows, plan_title
 
     try:
         header, cells = plan_table_rows(doc)
@@ -399,7 +399,7 @@ def _prepare_out_dir(out_dir: Path) -> None:
 def build_report(inputs: list[str | os.PathLike], out_dir: str | os.PathLike) -> ReportPaths:
     """Read every input (all validated before anything is written), write report.md, report.html and
     figures/ under ``out_dir``; return their paths."""
-    from .results import load_document, utc_now, write_text_atomic
+    from sgdsai_cli.results import load_document, utc_now, write_text_atomic
 
     if not inputs:
         raise BadInput("no result files given")

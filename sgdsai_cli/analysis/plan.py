@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import BadInput
+from sgdsai_cli.errors import BadInput
 
 GiB = 1024**3
 CONTEXT_BYTES = 1 * GiB
@@ -158,8 +158,8 @@ def max_batch_size(activation: Callable[[int], int], room_bytes: int, limit: int
 def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable[[int], tuple[int, int]]:
     """``batch -> (activation peak, forward/backward peak with gradients)`` from the fake-tensor trace
     (the trace is cached by ``estimate``)."""
-    from . import estimate
-    from .precision import resolve_precision
+    from sgdsai_cli.measure import estimate
+    from sgdsai_cli.precision import resolve_precision
 
     prec = resolve_precision(precision)
 
@@ -177,8 +177,8 @@ def _pair(value) -> tuple[int, int]:
 
 def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
     """Exact params, grads, state and step transient of ``optimizer`` (a fake-tensor step), as a dict."""
-    from . import estimate
-    from .precision import resolve_precision
+    from sgdsai_cli.measure import estimate
+    from sgdsai_cli.precision import resolve_precision
 
     prec = resolve_precision(precision)
     trace = estimate.trace_step(model_spec, prec, optimizer)  # on the CUDA default path
@@ -189,7 +189,7 @@ def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
 
 def model_info(model_spec) -> dict:
     """Name, family, parameter count and tensor count (a meta build: allocates nothing)."""
-    from .models import build_model
+    from sgdsai_cli.models import build_model
 
     model = build_model(model_spec, device="meta")
     params = list(model.parameters())
@@ -247,11 +247,11 @@ def plan_document(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, 
                   batch_size: int = 1, seq_len: int = 512, context_bytes: int = CONTEXT_BYTES,
                   activation_fn=None, step_fn=None) -> dict:
     """Resolve names (BadInput for unknown ones) and return the ``kind: "plan"`` document."""
-    from .gpus import resolve_gpu
-    from .models import resolve_model
-    from .precision import resolve_precision
-    from .registry import resolve_optimizer
-    from .results import envelope
+    from sgdsai_cli.analysis.gpus import resolve_gpu
+    from sgdsai_cli.models import resolve_model
+    from sgdsai_cli.optim.registry import resolve_optimizer
+    from sgdsai_cli.precision import resolve_precision
+    from sgdsai_cli.results import envelope
 
     if batch_size < 1:
         raise BadInput(f"bad batch size {batch_size} (must be 1 or more)")
@@ -315,7 +315,7 @@ def _batch(n: int | None) -> str:
 
 def plan_table_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
     """Header and formatted cells (GiB) shared by the rich table and the Markdown/HTML report."""
-    from .units import fmt_gib
+    from sgdsai_cli.units import fmt_gib
 
     header = ["optimizer", "precision", "gpu", "usable", "states", "activ.", "step tmp", "total", "fits",
               "max batch", "DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3"]
@@ -365,7 +365,7 @@ def plan_plots(doc: dict, out_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from .results import write_text_atomic
+    from sgdsai_cli.results import write_text_atomic
 
     out_dir = Path(out_dir)
     rows = doc.get("rows", [])

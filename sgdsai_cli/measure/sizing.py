@@ -21,11 +21,11 @@ import time
 
 import torch
 
-from . import estimate as est
-from .errors import BadInput, EnvironmentUnavailable
-from .precision import Precision, resolve_precision
-from .registry import build_optimizer, resolve_optimizer
-from .results import MemoryResult, ModelInfo, ProfileSpec, RunResult, profile_document
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.measure import estimate as est
+from sgdsai_cli.optim.registry import build_optimizer, resolve_optimizer
+from sgdsai_cli.precision import Precision, resolve_precision
+from sgdsai_cli.results import MemoryResult, ModelInfo, ProfileSpec, RunResult, profile_document
 
 FUSED_NOTE = "fused AdamW cannot step on meta; state sized through the foreach path (same state)"
 META_DEVICE = {"type": "meta", "name": "meta", "total_memory_bytes": None, "uuid": None, "driver": None}
@@ -75,7 +75,7 @@ def model_info(model: torch.nn.Module, model_spec, precision: Precision | str) -
 
 def meta_model(model_spec, precision: Precision) -> torch.nn.Module:
     """``model_spec`` on meta in the precision's parameter dtype, each parameter with a meta gradient."""
-    from .models import build_model
+    from sgdsai_cli.models import build_model
 
     model = build_model(model_spec, device="meta", dtype=precision.param_dtype)
     for p in model.parameters():
@@ -173,6 +173,6 @@ def profile_meta(spec: ProfileSpec, model_spec, optimizers: list[str], *, estima
 
 def _check_shape(model_spec, spec: ProfileSpec) -> None:
     """Batch shape problems are the user's (BadInput), raised before any tracing."""
-    from .models import make_batch
+    from sgdsai_cli.models import make_batch
 
     make_batch(model_spec, spec.batch_size, spec.seq_len, device="meta")

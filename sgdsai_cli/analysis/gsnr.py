@@ -29,12 +29,12 @@ from typing import Any
 
 import torch
 
-from . import devices
-from .devices import device_record, meminfo_bytes
-from .errors import BadInput, EnvironmentUnavailable
-from .optim import SGDSaI, gsnr_stats
-from .precision import resolve_precision
-from .registry import build_optimizer, resolve_optimizer
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.measure import devices
+from sgdsai_cli.measure.devices import device_record, meminfo_bytes
+from sgdsai_cli.optim import SGDSaI, gsnr_stats
+from sgdsai_cli.optim.registry import build_optimizer, resolve_optimizer
+from sgdsai_cli.precision import resolve_precision
 
 DEFAULT_STEPS = (0, 10, 50)
 DEFAULT_BATCH_SIZE = 4
@@ -155,7 +155,7 @@ def measure_gsnr(params: Sequence[torch.Tensor]) -> list[dict[str, Any]]:
 
 def _batches(spec, corpus, batch_size: int, seq_len: int | None, dev: torch.device, seed: int):
     """An endless iterator of seeded training batches (bytes of text, or synthetic images)."""
-    from .models import make_batch
+    from sgdsai_cli.models import make_batch
 
     gen = torch.Generator().manual_seed(seed)
     while True:
@@ -188,8 +188,8 @@ def analyse(
     ``progress(step, last_step)`` is called after each training step (the CLI shows it).
     Raises BadInput for bad arguments and EnvironmentUnavailable when the device cannot do it.
     """
-    from .models import _addressable, block_type, build_model, resolve_model, training_loss
-    from .results import envelope
+    from sgdsai_cli.models import _addressable, block_type, build_model, resolve_model, training_loss
+    from sgdsai_cli.results import envelope
 
     spec = resolve_model(model)
     prec = resolve_precision(precision)
@@ -217,7 +217,7 @@ def analyse(
             raise BadInput(f"--data is for text models; '{spec.name}' is a ViT and trains on synthetic images")
     dev = resolve_device(device)
 
-    from .corpus import load_corpus
+    from sgdsai_cli.models.corpus import load_corpus
 
     corpus = load_corpus(data) if text_model else None
     meta_model = build_model(spec, "meta", prec.param_dtype)
@@ -348,7 +348,7 @@ def rel_change(first: float | None, last: float | None) -> float | None:
 
 
 def _block_order(kind: str) -> tuple[int, str]:
-    from .models import BLOCK_TYPES
+    from sgdsai_cli.models import BLOCK_TYPES
 
     return (BLOCK_TYPES.index(kind) if kind in BLOCK_TYPES else len(BLOCK_TYPES), kind)
 
