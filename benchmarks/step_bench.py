@@ -41,8 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from sgdsai_cli.errors import SgdsaiError
+    from sgdsai_cli.files import write_json_atomic
     from sgdsai_cli.measure.bench import BenchSpec, bench_document
-    from sgdsai_cli.results import write_json_atomic
 
     docs = []
     for case in args.case or ["gpt2", "llama2-7b:1"]:

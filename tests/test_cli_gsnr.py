@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from sgdsai_cli.cli import app
 from sgdsai_cli.render.gsnr_figures import FIGURES
-from sgdsai_cli.results import load_document
+from sgdsai_cli.schema import load_document
 
 runner = CliRunner()
 FAST = ["--steps", "0,2", "--batch-size", "2", "--seq-len", "16"]

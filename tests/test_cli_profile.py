@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from sgdsai_cli.cli import app
 from sgdsai_cli.cli.profile import load_profile_toml
-from sgdsai_cli.results import load_document
+from sgdsai_cli.schema import load_document
 
 runner = CliRunner()
 TINY = ["profile", "--model", "tiny-gpt2", "--seq-len", "64", "--device", "meta"]

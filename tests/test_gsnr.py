@@ -22,10 +22,10 @@ from sgdsai_cli.analysis.gsnr import (
     tensors_csv,
 )
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.files import dumps
 from sgdsai_cli.models import BLOCK_TYPES, build_model, make_batch, resolve_model, training_loss
 from sgdsai_cli.models.corpus import load_corpus
 from sgdsai_cli.optim import SGDSaI, compute_gsnr
-from sgdsai_cli.results import dumps
 
 # ---------------------------------------------------------------------------------------------- inputs
 

@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sgdsai_cli.files import write_json_atomic
 from sgdsai_cli.measure import sizing
 from sgdsai_cli.models import resolve_model
-from sgdsai_cli.results import ProfileSpec, load_document, write_json_atomic
+from sgdsai_cli.results import ProfileSpec
+from sgdsai_cli.schema import load_document
 
 LLAMA7B_PARAMS = 6_738_415_616
 LLAMA7B_TENSORS = 291

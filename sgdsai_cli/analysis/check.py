@@ -279,7 +279,7 @@ def compare_documents(
 
 def compare_files(result_path, baseline_path, **kwargs) -> CheckReport:
     """Load both files (BadInput for missing, corrupt or wrong-schema files) and compare them."""
-    from sgdsai_cli.results import load_document
+    from sgdsai_cli.schema import load_document
 
     current = load_document(result_path, kinds=("profile",))
     baseline = load_document(baseline_path, kinds=("profile",))

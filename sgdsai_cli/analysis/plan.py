@@ -365,7 +365,7 @@ def plan_plots(doc: dict, out_dir: str | Path) -> list[Path]:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    from sgdsai_cli.results import write_text_atomic
+    from sgdsai_cli.files import write_text_atomic
 
     out_dir = Path(out_dir)
     rows = doc.get("rows", [])

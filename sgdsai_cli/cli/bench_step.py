@@ -89,8 +89,8 @@ def bench_step_command(
 ) -> None:
     """Time the optimizer step alone: ms/step, GB/s, share of copy bandwidth, ratio to fused AdamW."""
     from sgdsai_cli.errors import BadInput, did_you_mean
+    from sgdsai_cli.files import check_writable, dumps, write_json_atomic
     from sgdsai_cli.measure.bench import DEFAULT_OPTIMIZERS, BenchSpec, bench_document, check_optimizer
-    from sgdsai_cli.results import check_writable, dumps, write_json_atomic
 
     if fmt not in FORMATS:
         raise BadInput(f"unknown format '{fmt}'" + did_you_mean(fmt, FORMATS))

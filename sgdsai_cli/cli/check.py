@@ -34,7 +34,7 @@ def check_command(
     """Compare a profile result with a baseline and budgets; exit 1 on a regression."""
     from sgdsai_cli.analysis.check import check_table, compare_files, parse_budgets, report_to_dict
     from sgdsai_cli.errors import BadInput, RegressionFound, did_you_mean
-    from sgdsai_cli.results import dumps
+    from sgdsai_cli.files import dumps
     from sgdsai_cli.units import parse_percent
 
     if output_format not in FORMATS:

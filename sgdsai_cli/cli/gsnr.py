@@ -33,7 +33,7 @@ def _positive_int(option: str, text: str | None) -> int | None:
 
 
 def _prepare_out(out: Path | None) -> Path | None:
-    from sgdsai_cli.results import prepare_out_dir
+    from sgdsai_cli.files import prepare_out_dir
 
     return None if out is None else prepare_out_dir(out, "gsnr.json")
 
@@ -135,7 +135,7 @@ def gsnr_command(
 ) -> None:
     """g-SNR of every parameter tensor at initialisation and during training, by block type."""
     from sgdsai_cli.errors import BadInput
-    from sgdsai_cli.results import check_writable, write_json_atomic, write_text_atomic
+    from sgdsai_cli.files import check_writable, write_json_atomic, write_text_atomic
 
     bs = _positive_int("--batch-size", batch_size)
     sl = _positive_int("--seq-len", seq_len)

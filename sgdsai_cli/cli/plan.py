@@ -34,9 +34,9 @@ def plan_command(
     from sgdsai_cli.analysis.gpus import resolve_gpu
     from sgdsai_cli.analysis.plan import plan_document, plan_plots, plan_table
     from sgdsai_cli.errors import BadInput, did_you_mean
+    from sgdsai_cli.files import check_writable, dumps, prepare_out_dir, write_json_atomic
     from sgdsai_cli.optim.registry import resolve_optimizer
     from sgdsai_cli.precision import resolve_precision
-    from sgdsai_cli.results import check_writable, dumps, prepare_out_dir, write_json_atomic
     from sgdsai_cli.units import parse_size
 
     if output_format not in FORMATS:

@@ -36,7 +36,7 @@ def presets_command(
 ) -> None:
     """List the model presets: family, parameters and parameter bytes in each precision."""
     from sgdsai_cli.errors import BadInput, did_you_mean
-    from sgdsai_cli.results import dumps
+    from sgdsai_cli.files import dumps
 
     if output_format not in FORMATS:
         raise BadInput(f"unknown format '{output_format}'" + did_you_mean(output_format, FORMATS))

@@ -179,10 +179,12 @@ def profile_command(
                                  help="TOML run spec; command-line options override it."),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
+    from sgdsai_cli.files import check_writable, prepare_out_dir
     from sgdsai_cli.models import make_batch, resolve_model
     from sgdsai_cli.optim.registry import DEFAULT_OPTIMIZERS, resolve_optimizer
     from sgdsai_cli.precision import resolve_precision
-    from sgdsai_cli.results import ProfileSpec, check_writable, load_document, prepare_out_dir
+    from sgdsai_cli.results import ProfileSpec
+    from sgdsai_cli.schema import load_document
     from sgdsai_cli.units import parse_percent
 
     t_start = time.perf_counter()
@@ -263,7 +265,7 @@ def profile_command(
 
 
 def _write_outputs(doc: dict, json_path: Path | None, out: Path | None, device: str, quiet: bool, err) -> None:
-    from sgdsai_cli.results import write_json_atomic
+    from sgdsai_cli.files import write_json_atomic
 
     if json_path is not None:
         write_json_atomic(json_path, doc)
@@ -284,8 +286,8 @@ def _write_outputs(doc: dict, json_path: Path | None, out: Path | None, device: 
 
 
 def _print(doc: dict, output_format: str, quiet: bool) -> None:
+    from sgdsai_cli.files import dumps
     from sgdsai_cli.render import profile as render
-    from sgdsai_cli.results import dumps
 
     if output_format == "json":
         print(dumps(doc))
@@ -321,7 +323,7 @@ def _timing_line(doc: dict, wall_s: float) -> str:
 
 
 def _baseline(doc, path, baseline_doc, tol, update, quiet, output_format, err) -> None:
-    from sgdsai_cli.results import write_json_atomic
+    from sgdsai_cli.files import write_json_atomic
 
     if update:
         write_json_atomic(path, doc)

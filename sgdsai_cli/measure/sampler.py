@@ -317,7 +317,7 @@ class Sampler:
         """Write the rows atomically as CSV with a header (empty cells for None)."""
         import io
 
-        from sgdsai_cli.results import write_text_atomic
+        from sgdsai_cli.files import write_text_atomic
 
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")

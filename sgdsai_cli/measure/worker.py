@@ -719,7 +719,7 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m sgdsai_cli.measure.worker JOB.json RESULT.json\n")
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
-    from sgdsai_cli.results import write_json_atomic
+    from sgdsai_cli.files import write_json_atomic
 
     job = json.loads(Path(argv[0]).read_text(encoding="utf-8"))
     result = run_job(job, progress=bool(job.get("progress", True)))

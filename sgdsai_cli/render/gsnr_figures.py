@@ -18,7 +18,7 @@ import os
 import statistics
 from pathlib import Path
 
-from sgdsai_cli.results import write_text_atomic
+from sgdsai_cli.files import write_text_atomic
 
 FIGURES = ("gsnr_by_type", "gsnr_by_layer", "gsnr_over_steps", "gsnr_vs_sqrt_n")
 FORMATS = ("png", "svg")

@@ -62,7 +62,7 @@ def _title(doc: dict[str, Any], what: str) -> str:
 
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     """Write PNG and SVG; return both paths."""
-    from sgdsai_cli.results import write_text_atomic
+    from sgdsai_cli.files import write_text_atomic
 
     paths = []
     for ext in ("png", "svg"):

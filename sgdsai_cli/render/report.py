@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sgdsai_cli.errors import BadInput
-from sgdsai_cli.results import prepare_out_dir
+from sgdsai_cli.files import prepare_out_dir
 
 REPORT_KINDS = ("profile", "gsnr", "plan", "bench-step")
 GSNR_TABLE_ROWS = 40  # per-tensor g-SNR tables longer than this show the largest and smallest only
@@ -399,7 +399,9 @@ def _prepare_out_dir(out_dir: Path) -> None:
 def build_report(inputs: list[str | os.PathLike], out_dir: str | os.PathLike) -> ReportPaths:
     """Read every input (all validated before anything is written), write report.md, report.html and
     figures/ under ``out_dir``; return their paths."""
-    from sgdsai_cli.results import load_document, utc_now, write_text_atomic
+    from sgdsai_cli.files import write_text_atomic
+    from sgdsai_cli.results import utc_now
+    from sgdsai_cli.schema import load_document
 
     if not inputs:
         raise BadInput("no result files given")

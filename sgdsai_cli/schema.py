@@ -1,0 +1,124 @@
+"""Validation of result documents read back from JSON (``check``, ``report``, ``profile --baseline``).
+
+A document is checked before any typed record is made from it: the envelope (schema version, kind),
+the types of the objects, and every byte count (a non-negative integer below 2**63 or null). Each
+problem is a BadInput naming the file and the field.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+from sgdsai_cli.errors import BadInput
+from sgdsai_cli.files import read_json
+from sgdsai_cli.results import KINDS, SCHEMA_VERSION
+
+
+def load_document(path: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> dict:
+    """Read and validate a result file's envelope; BadInput naming the file for any problem."""
+    doc = read_json(path)
+    validate_document(doc, path, kinds)
+    return doc
+
+
+def validate_document(doc: Any, path: str | os.PathLike, kinds: tuple[str, ...] = KINDS) -> None:
+    """BadInput naming ``path`` and the field when ``doc`` is not a result of one of ``kinds``."""
+    if not isinstance(doc, dict):
+        raise BadInput(f"{path}: not a sgdsai result (expected a JSON object)")
+    version = doc.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise BadInput(f"{path}: unsupported schema_version {_short(version)} (expected {SCHEMA_VERSION})")
+    kind = doc.get("kind")
+    if kind not in kinds:
+        raise BadInput(f"{path}: kind {_short(kind)} is not one of {', '.join(kinds)}")
+    for key in ("spec", "model", "environment"):
+        if doc.get(key) is not None and not isinstance(doc[key], dict):
+            raise BadInput(f"{path}: '{key}' must be an object, not {_json_type(doc[key])}")
+    device = (doc.get("environment") or {}).get("device")
+    if device is not None and not isinstance(device, dict):
+        raise BadInput(f"{path}: environment.device must be an object, not {_json_type(device)}")
+    total = (device or {}).get("total_memory_bytes")
+    if total is not None and not _is_count(total):
+        raise BadInput(f"{path}: environment.device.total_memory_bytes must be a non-negative integer or null, "
+                       f"not {_short(total)}")
+    params = (doc.get("model") or {}).get("params")
+    if params is not None and not _is_count(params):
+        raise BadInput(f"{path}: model.params must be a non-negative integer, not {_short(params)}")
+    if kind == "profile":
+        runs = doc.get("runs")
+        if not (isinstance(doc.get("model"), dict) and isinstance(runs, list) and isinstance(doc.get("spec"), dict)):
+            raise BadInput(f"{path}: profile result needs 'spec', 'model' and 'runs'")
+        for i, run in enumerate(runs):
+            _check_run(path, i, run)
+
+
+_MAX_BYTES = 2**63  # a byte count beyond this is not a measurement (and overflows float arithmetic)
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _short(value: Any) -> str:
+    """repr() of a bad value for an error line, cut to 40 characters."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _is_count(value: Any) -> bool:
+    """A byte or element count: a non-negative JSON integer (not a boolean, not a float, not huge)."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < _MAX_BYTES
+
+
+def _check_run(path, i: int, run: Any) -> None:
+    """One profile run: names are strings, byte figures non-negative integers or null, latencies objects."""
+    if not isinstance(run, dict) or "optimizer" not in run or "status" not in run:
+        raise BadInput(f"{path}: runs[{i}] needs 'optimizer' and 'status'")
+    for key in ("optimizer", "status"):
+        if not isinstance(run[key], str):
+            raise BadInput(f"{path}: runs[{i}].{key} must be a string, not {_short(run[key])}")
+    if run.get("impl") is not None and not isinstance(run["impl"], str):
+        raise BadInput(f"{path}: runs[{i}].impl must be a string or null, not {_short(run['impl'])}")
+    memory = run.get("memory")
+    if memory is not None:
+        if not isinstance(memory, dict):
+            raise BadInput(f"{path}: runs[{i}].memory must be an object")
+        for key, value in memory.items():
+            if key.endswith("_bytes") and value is not None and not _is_count(value):
+                raise BadInput(f"{path}: runs[{i}].memory.{key} must be a non-negative integer (bytes) or null, "
+                               f"not {_short(value)}")
+        by_key = memory.get("state_bytes_by_key")
+        if by_key is not None:
+            if not isinstance(by_key, dict):
+                raise BadInput(f"{path}: runs[{i}].memory.state_bytes_by_key must be an object")
+            for key, value in by_key.items():
+                if not _is_count(value):
+                    raise BadInput(f"{path}: runs[{i}].memory.state_bytes_by_key.{key} must be a non-negative "
+                                   f"integer (bytes), not {_short(value)}")
+        if memory.get("details") is not None and not isinstance(memory["details"], dict):
+            raise BadInput(f"{path}: runs[{i}].memory.details must be an object")
+    latency = run.get("latency_ms")
+    if latency is not None:
+        if not isinstance(latency, dict):
+            raise BadInput(f"{path}: runs[{i}].latency_ms must be an object or null, not {_short(latency)}")
+        def finite(value: Any) -> bool:
+            return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                                     and math.isfinite(value))
+
+        for phase, stats in latency.items():
+            if phase == "first_step":  # ms of the first optimizer step
+                if not finite(stats):
+                    raise BadInput(f"{path}: runs[{i}].latency_ms.first_step must be a finite number or null, "
+                                   f"not {_short(stats)}")
+                continue
+            if stats is None:
+                continue
+            if not isinstance(stats, dict):
+                raise BadInput(f"{path}: runs[{i}].latency_ms.{phase} must be an object or null, not {_short(stats)}")
+            for stat, value in stats.items():
+                if not finite(value):
+                    raise BadInput(f"{path}: runs[{i}].latency_ms.{phase}.{stat} must be a finite number or null, "
+                                   f"not {_short(value)}")
