@@ -1,6 +1,6 @@
 """Errors the library raises; the CLI turns each into a one-line message and an exit code.
 
-Exit codes follow DESIGN.md section 5:
+Exit codes (the same in every command):
   1  a regression or an exceeded budget (``check``, ``profile --baseline``)
   2  bad input: unknown name, bad number or size, bad or missing file, unwritable output
   3  the environment cannot do it: no CUDA, no NVML, a model too large for the device
@@ -10,9 +10,18 @@ from __future__ import annotations
 
 
 class SgdsaiError(Exception):
-    """Base class: ``str(err)`` is the message shown to the user, ``exit_code`` the status."""
+    """Base class: ``str(err)`` is the message shown to the user, ``exit_code`` the status.
+
+    ``field`` names the input that was wrong as the library knows it (``batch_size``, ``optimizer``)
+    and ``value`` what it was; the CLI shows the field as its flag (``--batch-size``).
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, *, field: str | None = None, value=None) -> None:
+        super().__init__(message)
+        self.field = field
+        self.value = value
 
 
 class BadInput(SgdsaiError, ValueError):

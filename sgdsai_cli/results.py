@@ -197,6 +197,7 @@ class ProfileResult:
     timing_s: dict[str, float] | None = None  # where the time went (not compared by check)
     interrupted: bool = False  # Ctrl-C: the runs that finished are kept, the others are "skipped"
     extra: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict, compare=False)  # written beside it (samples); not JSON
 
     def to_dict(self) -> dict[str, Any]:
         doc = {"schema_version": SCHEMA_VERSION, "kind": self.kind, "tool_version": self.tool_version,

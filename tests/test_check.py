@@ -6,16 +6,16 @@ import copy
 
 import pytest
 
-from sgdsai_cli.analysis.check import (
-    BUDGET_KEYS,
-    budget_value,
-    check_table,
-    compare_documents,
-    fmt_bytes,
-    parse_budget,
-    report_to_dict,
-)
+from sgdsai_cli.analysis.check import BUDGET_KEYS, budget_value, compare, parse_budget
 from sgdsai_cli.errors import BadInput
+from sgdsai_cli.render.check import check_table
+from sgdsai_cli.render.format import size
+from sgdsai_cli.results import MemoryResult, ProfileResult
+
+
+def compare_documents(current, baseline, **kwargs):
+    """compare() on two document dicts (the fixtures below)."""
+    return compare(ProfileResult.from_dict(current), ProfileResult.from_dict(baseline), **kwargs)
 
 P = 6_738_415_616  # llama2-7b parameters
 
@@ -164,9 +164,10 @@ def test_budgets(budgets, failing):
 def test_peak_budget_takes_the_largest_peak_figure():
     memory = {"peak_allocated_bytes": 10, "peak_reserved_bytes": 30, "nvml_used_peak_bytes": 25,
               "estimated_peak_bytes": None}
+    memory = MemoryResult.from_dict({"source": "measured", **memory})
     assert budget_value(memory, "peak") == 30
-    assert budget_value({"estimated_peak_bytes": 7}, "peak") == 7
-    assert budget_value({}, "peak") is None
+    assert budget_value(MemoryResult("fake", estimated_peak_bytes=7), "peak") == 7
+    assert budget_value(MemoryResult("meta"), "peak") is None
     assert budget_value(memory, "peak_allocated") == 10
 
 
@@ -202,7 +203,7 @@ def test_budget_keys_cover_the_issue():
 def test_report_to_dict_and_table():
     baseline = scaled(BASE, "sgdsai", "state_bytes", 0.95)
     report = compare_documents(BASE, baseline, tolerance=0.01)
-    data = report_to_dict(report)
+    data = report.to_dict()
     assert data["passed"] is False and data["kind"] == "check"
     assert data["tolerance"] == 0.01
     failed = [r for r in data["rows"] if r["failed"]]
@@ -217,8 +218,8 @@ def test_report_to_dict_and_table():
     ("n", "text"),
     [(None, "-"), (512, "512 B"), (2048, "2.00 KiB"), (3 * 1024**2, "3.00 MiB"), (4 * P, "25.10 GiB")],
 )
-def test_fmt_bytes(n, text):
-    assert fmt_bytes(n) == text
+def test_sizes_in_the_table(n, text):
+    assert size(n) == text
 
 
 def test_growth_from_zero_is_a_regression():

@@ -1,11 +1,10 @@
 """Baseline check: compare a profile result with a baseline and with byte budgets.
 
-    report = compare_documents(current_doc, baseline_doc, tolerance=0.01, budgets={"state": 30 * 2**30})
+    report = check("result.json", baseline="base.json", tolerance="1%", budgets=["state=30GiB"])
     report.passed           # False when a metric regressed or a budget is exceeded
-    check_table(report)     # a rich Table (metric, baseline, current, change, verdict)
-    report_to_dict(report)  # plain data for --format json
+    report.to_dict()        # plain data (what `sgdsai check --format json` prints)
 
-Rules (DESIGN.md section 5, issue 6):
+Rules:
 
 - runs are matched by (model, precision, device type, optimizer, implementation); two runs with the
   same key are matched in the order they appear;
@@ -23,12 +22,14 @@ Nothing to compare (no run matched, or a budget no run can be measured against) 
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sgdsai_cli.errors import BadInput, did_you_mean
-from sgdsai_cli.units import parse_size
+from sgdsai_cli.results import ProfileResult, RunResult
+from sgdsai_cli.units import parse_percent, parse_size
 
 MEMORY_METRICS = (
     "state_bytes",
@@ -103,14 +104,42 @@ class CheckReport:
     def failures(self) -> list[CheckRow]:
         return [r for r in self.rows if r.failed]
 
+    @property
+    def compared(self) -> int:
+        """How many figures were compared (memory, latency, budgets)."""
+        return sum(1 for r in self.rows if r.kind in ("memory", "latency", "budget"))
+
     def summary(self) -> str:
-        """One line: 'PASS: 24 figures within tolerance' or 'FAIL: state_bytes of sgdsai/foreach +5.26% ...'."""
+        """One line: 'PASS: 24 figures compared ...' or 'FAIL: ...: state_bytes of sgdsai/foreach +5.26%'."""
         if self.passed:
-            n = sum(1 for r in self.rows if r.kind in ("memory", "latency", "budget"))
-            return f"PASS: {n} figures compared over {self.matched_runs} runs, none regressed or over budget"
-        parts = [f"{r.metric} of {r.run} ({r.case}) {_change_text(r)}".replace("  ", " ")
+            return (f"PASS: {self.compared} figures compared over {self.matched_runs} runs, "
+                    "none regressed or over budget")
+        parts = [f"{r.metric} of {r.run} ({r.case}) {change_text(r)}".replace("  ", " ")
                  for r in self.failures]
         return f"FAIL: {len(parts)} regression(s)/budget(s) exceeded: " + "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (``sgdsai check --format json``): passed, tolerances, budgets, rows, notes, a summary."""
+        return {
+            "kind": "check",
+            "passed": self.passed,
+            "summary": self.summary(),
+            "tolerance": self.tolerance,
+            "tolerance_latency": self.tolerance_latency,
+            "budgets_bytes": dict(self.budgets),
+            "matched_runs": self.matched_runs,
+            "rows": [asdict(r) | {"failed": r.failed} for r in self.rows],
+            "notes": list(self.notes),
+        }
+
+
+def change_text(row: CheckRow) -> str:
+    """The relative change as text ('+5.26%'; 'from 0' where the baseline was 0; '' for status rows)."""
+    if row.kind in ("status", "run"):
+        return ""
+    if row.change is None:
+        return "-" if row.current == row.baseline else "from 0"
+    return f"{row.change * 100:+.2f}%"
 
 
 def parse_budget(text: str) -> tuple[str, int]:
@@ -125,15 +154,13 @@ def parse_budget(text: str) -> tuple[str, int]:
 
 
 def parse_budgets(texts: list[str] | None) -> dict[str, int]:
-    """Several --budget values -> {key: bytes}; a key given twice keeps the last."""
+    """Several budget texts -> {key: bytes}; a key given twice keeps the last."""
     return dict(parse_budget(t) for t in (texts or []))
 
 
-def _run_key(doc: dict, run: dict) -> tuple:
-    spec = doc.get("spec") or {}
-    model = spec.get("model") or (doc.get("model") or {}).get("name")
-    device = ((doc.get("environment") or {}).get("device") or {}).get("type") or spec.get("device")
-    return (model, spec.get("precision"), device, run.get("optimizer"), run.get("impl"))
+def _run_key(result: ProfileResult, run: RunResult) -> tuple:
+    model = result.spec.model or result.model.name
+    return (model, result.spec.precision, result.device_type, run.optimizer, run.impl)
 
 
 def _label(key: tuple) -> tuple[str, str]:
@@ -142,12 +169,12 @@ def _label(key: tuple) -> tuple[str, str]:
     return f"{model} {precision} {device}", f"{optimizer}/{impl or '-'}"
 
 
-def _indexed_runs(doc: dict) -> dict[tuple, dict]:
+def _indexed_runs(result: ProfileResult) -> dict[tuple, RunResult]:
     """Runs keyed by (key..., occurrence) so duplicates match in order."""
     seen: dict[tuple, int] = defaultdict(int)
     out = {}
-    for run in doc.get("runs") or []:
-        key = _run_key(doc, run)
+    for run in result.runs:
+        key = _run_key(result, run)
         out[(*key, seen[key])] = run
         seen[key] += 1
     return out
@@ -176,9 +203,8 @@ def _verdict(base: float, cur: float, tolerance: float) -> tuple[float | None, s
     return change, OK
 
 
-def _same_device_model(a: dict, b: dict) -> tuple[bool, str]:
-    da = (a.get("environment") or {}).get("device") or {}
-    db = (b.get("environment") or {}).get("device") or {}
+def _same_device_model(a: ProfileResult, b: ProfileResult) -> tuple[bool, str]:
+    da, db = a.environment.device or {}, b.environment.device or {}
     if da.get("type") in (None, "meta") and db.get("type") in (None, "meta"):
         return False, ""  # sizing on meta: no timings on either side, nothing to say
     if da.get("type") in (None, "meta") or db.get("type") in (None, "meta"):
@@ -188,23 +214,30 @@ def _same_device_model(a: dict, b: dict) -> tuple[bool, str]:
     return True, ""
 
 
-def budget_value(memory: dict, key: str) -> int | None:
+def budget_value(memory, key: str) -> int | None:
     """The figure a budget key caps: the field ``<key>_bytes``, or for ``peak`` the largest peak figure."""
+    if memory is None:
+        return None
     if key == "peak":
-        values = [v for v in (_number(memory.get(m)) for m in PEAK_METRICS) if v is not None]
+        values = [v for v in (_number(getattr(memory, m)) for m in PEAK_METRICS) if v is not None]
         return max(values) if values else None
-    return _number(memory.get(f"{key}_bytes"))
+    return _number(getattr(memory, f"{key}_bytes", None))
 
 
-def compare_documents(
-    current_doc: dict,
-    baseline_doc: dict,
+def _latency_p50(run: RunResult, phase: str) -> float | None:
+    stats = (run.latency_ms or {}).get(phase)
+    return _number(stats.get("p50")) if isinstance(stats, dict) else None
+
+
+def compare(
+    current_doc: ProfileResult,
+    baseline_doc: ProfileResult,
     *,
     tolerance: float,
     tolerance_latency: float = 0.10,
     budgets: dict[str, int] | None = None,
 ) -> CheckReport:
-    """Compare two profile documents (already loaded and validated) and apply budgets.
+    """Compare two profile results and apply budgets (tolerances as fractions, budgets in bytes).
 
     Raises ``BadInput`` when there is nothing to compare: no run of the result matches the baseline
     (and no budget applies), or a budget key no run of the result has a figure for.
@@ -226,25 +259,22 @@ def compare_documents(
         label = _label(ikey[:5])
         crun = current.get(ikey)
         if crun is None:
-            report.rows.append(CheckRow(*label, "run", "run", brun.get("status"), None, None, MISSING))
+            report.rows.append(CheckRow(*label, "run", "run", brun.status, None, None, MISSING))
             continue
         report.matched_runs += 1
-        bstatus, cstatus = brun.get("status"), crun.get("status")
+        bstatus, cstatus = brun.status, crun.status
         if bstatus != cstatus:
             verdict = REGRESSION if bstatus == "ok" else (IMPROVED if cstatus == "ok" else NOT_OK)
             report.rows.append(CheckRow(*label, "status", "status", bstatus, cstatus, None, verdict))
-        bmem, cmem = brun.get("memory") or {}, crun.get("memory") or {}
         for metric in MEMORY_METRICS:
-            b, c = _number(bmem.get(metric)), _number(cmem.get(metric))
+            b, c = (_number(getattr(r.memory, metric, None)) for r in (brun, crun))
             if b is None or c is None:
                 continue
             change, verdict = _verdict(b, c, tolerance)
             report.rows.append(CheckRow(*label, metric, "memory", b, c, change, verdict, tolerance))
         if compare_latency:
-            blat, clat = brun.get("latency_ms") or {}, crun.get("latency_ms") or {}
             for phase in LATENCY_PHASES:
-                b = _number((blat.get(phase) or {}).get("p50"))
-                c = _number((clat.get(phase) or {}).get("p50"))
+                b, c = _latency_p50(brun, phase), _latency_p50(crun, phase)
                 if b is None or c is None:
                     continue
                 change, verdict = _verdict(b, c, tolerance_latency)
@@ -252,12 +282,12 @@ def compare_documents(
                                             tolerance_latency))
     for ikey, crun in current.items():
         if ikey not in baseline:
-            report.rows.append(CheckRow(*_label(ikey[:5]), "run", "run", None, crun.get("status"), None, NEW))
+            report.rows.append(CheckRow(*_label(ikey[:5]), "run", "run", None, crun.status, None, NEW))
 
     for key, limit in budgets.items():
         applied = 0
         for ikey, crun in current.items():
-            value = budget_value(crun.get("memory") or {}, key)
+            value = budget_value(crun.memory, key)
             if value is None:
                 continue
             applied += 1
@@ -277,89 +307,40 @@ def compare_documents(
     return report
 
 
-def compare_files(result_path, baseline_path, **kwargs) -> CheckReport:
-    """Load both files (BadInput for missing, corrupt or wrong-schema files) and compare them."""
-    from sgdsai_cli.schema import load_document
-
-    current = load_document(result_path, kinds=("profile",))
-    baseline = load_document(baseline_path, kinds=("profile",))
-    return compare_documents(current, baseline, **kwargs)
+ResultLike = ProfileResult | dict | str | os.PathLike
 
 
-# --------------------------------------------------------------------------------------------------
-# Rendering: plain data and a rich table (the CLI decides where they go).
+def as_profile(value: ResultLike) -> ProfileResult:
+    """A profile result from a record, a document dict or a file (BadInput for a bad file or document)."""
+    from sgdsai_cli.schema import load_document, validate_document
+
+    if isinstance(value, ProfileResult):
+        return value
+    if isinstance(value, dict):
+        validate_document(value, "result", kinds=("profile",))
+        return ProfileResult.from_dict(value)
+    return ProfileResult.from_dict(load_document(value, kinds=("profile",)))
 
 
-def fmt_bytes(n: float | None) -> str:
-    """Bytes for a check table: GiB with two decimals, smaller units when GiB would read 0.00."""
-    if n is None:
-        return "-"
-    if abs(n) >= 0.01 * 1024**3:
-        return f"{n / 1024**3:,.2f} GiB"
-    for unit, size in (("MiB", 1024**2), ("KiB", 1024)):
-        if abs(n) >= size:
-            return f"{n / size:,.2f} {unit}"
-    return f"{int(n):,} B"
+def _fraction(name: str, value: float | str) -> float:
+    """A tolerance: a fraction (0.01) or a percentage text ('1%')."""
+    if isinstance(value, str):
+        return parse_percent(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+        raise BadInput(f"bad {name} {value!r} (must be zero or more)", field=name, value=value)
+    return float(value)
 
 
-def _fmt_value(row: CheckRow, value: Any) -> str:
-    if value is None:
-        return "-"
-    if row.kind in ("memory", "budget"):
-        return fmt_bytes(value)
-    if row.kind == "latency":
-        return f"{value:,.3f} ms"
-    return str(value)
+def check(result: ResultLike, baseline: ResultLike, *, tolerance: float | str = 0.01,
+          tolerance_latency: float | str = 0.10, budgets: dict[str, int] | list[str] | None = None) -> CheckReport:
+    """Compare a profile result with a baseline (records, dicts or JSON files) and apply budgets.
+
+    Tolerances are fractions (0.01) or percentage texts ("1%"); budgets are {key: bytes} or texts
+    such as ``["state=30GiB"]``. ``report.passed`` is the verdict.
+    """
+    if isinstance(budgets, (list, tuple)):
+        budgets = parse_budgets(list(budgets))
+    return compare(as_profile(result), as_profile(baseline), tolerance=_fraction("tolerance", tolerance),
+                   tolerance_latency=_fraction("tolerance_latency", tolerance_latency), budgets=budgets)
 
 
-def _change_text(row: CheckRow) -> str:
-    if row.kind in ("status", "run"):
-        return ""
-    if row.change is None:
-        return "-" if row.current == row.baseline else "from 0"
-    return f"{row.change * 100:+.2f}%"
-
-
-def report_to_dict(report: CheckReport) -> dict:
-    """Plain data for ``--format json``: passed, tolerances, budgets, rows, notes and a summary line."""
-    return {
-        "kind": "check",
-        "passed": report.passed,
-        "summary": report.summary(),
-        "tolerance": report.tolerance,
-        "tolerance_latency": report.tolerance_latency,
-        "budgets_bytes": dict(report.budgets),
-        "matched_runs": report.matched_runs,
-        "rows": [asdict(r) | {"failed": r.failed} for r in report.rows],
-        "notes": list(report.notes),
-    }
-
-
-_STYLE = {REGRESSION: "bold red", OVER_BUDGET: "bold red", IMPROVED: "green", OK: "", WITHIN_BUDGET: "",
-          MISSING: "yellow", NEW: "yellow", NOT_OK: "yellow"}
-
-
-def check_table(report: CheckReport, *, title: str | None = None):
-    """A rich Table: run, metric, baseline, current, change, verdict (failures in red)."""
-    from rich.table import Table
-
-    cases = sorted({row.case for row in report.rows})
-    if title is None:
-        title = "check: " + ("PASS" if report.passed else "FAIL") + (f" ({cases[0]})" if len(cases) == 1 else "")
-    table = Table(title=title, title_justify="left")
-    columns = [("case", "left")] if len(cases) > 1 else []
-    for name, justify in (*columns, ("run", "left"), ("metric", "left"), ("baseline", "right"), ("current", "right"),
-                          ("change", "right"), ("verdict", "left")):
-        widest = {"run": min(22, max([len(r.run) for r in report.rows] or [3])),
-                  "verdict": max([7] + [len(r.verdict) for r in report.rows])}
-        table.add_column(name, justify=justify, no_wrap=True, min_width=widest.get(name))
-    for row in report.rows:
-        style = _STYLE.get(row.verdict, "")
-        baseline_text = _fmt_value(row, row.baseline)
-        if row.kind == "budget":
-            baseline_text = f"budget {baseline_text}"
-        cells = [row.case] if len(cases) > 1 else []
-        metric = row.metric.removesuffix("_bytes") if row.kind == "memory" else row.metric
-        table.add_row(*cells, row.run, metric, baseline_text, _fmt_value(row, row.current), _change_text(row),
-                      row.verdict, style=style or None)
-    return table

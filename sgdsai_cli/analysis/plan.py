@@ -1,7 +1,8 @@
 """Capacity planner: which GPU, how many of them, and how large a batch, per optimizer and precision.
 
-    doc = plan_document("llama2-7b", precisions=["fp32", "bf16"], gpus=["h100-80gb"], optimizers=["sgdsai", "adamw"])
-    doc["rows"][0]  # {"optimizer": "sgdsai", "precision": "fp32", "gpu": "h100-80gb", "fits": False, ...}
+    result = plan("llama2-7b", precisions=["fp32", "bf16"], gpus=["h100-80gb"], optimizers=["sgdsai", "adamw"])
+    result.rows[0]   # PlanRow(optimizer="sgdsai", precision="fp32", gpu="h100-80gb", fits=True, ...)
+    result.to_dict() # the kind "plan" document
 
 Per optimizer O, precision P and GPU g (all sizes in bytes; P, G, S = params, grads, optimizer state):
 
@@ -46,6 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from sgdsai_cli.errors import BadInput
+from sgdsai_cli.progress import Progress, ProgressCallback, report_to
+from sgdsai_cli.results import Document, Environment
 
 GiB = 1024**3
 CONTEXT_BYTES = 1 * GiB
@@ -200,7 +203,8 @@ def model_info(model_spec) -> dict:
 def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, seq_len: int = 512,
               context_bytes: int = CONTEXT_BYTES,
               activation_fn: Callable[[Any, str, int], Callable[[int], Any]] | None = None,
-              step_fn: Callable[[Any, str, str], dict] | None = None) -> list[PlanRow]:
+              step_fn: Callable[[Any, str, str], dict] | None = None,
+              on_progress: ProgressCallback | None = None) -> list[PlanRow]:
     """The plan rows for resolved inputs. ``gpus`` are ``gpus.GPU`` records.
 
     ``activation_fn(model_spec, precision, seq_len)`` returns a ``batch -> (activation peak, forward/backward
@@ -210,8 +214,10 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
     """
     activation_fn = activation_fn or _default_activation_fn
     step_fn = step_fn or _default_step_fn
+    report = report_to(on_progress)
     rows: list[PlanRow] = []
-    for precision in precisions:
+    total = len(precisions) * len(optimizers)
+    for i, precision in enumerate(precisions):
         traced = activation_fn(model_spec, precision, seq_len)
         cache: dict[int, tuple[int, int]] = {}
 
@@ -221,7 +227,8 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
             return cache[b]
 
         act, fb = pair(batch_size)
-        for optimizer in optimizers:
+        for j, optimizer in enumerate(optimizers):
+            report(Progress(model_spec.name, i * len(optimizers) + j, total, f"{precision} {optimizer}"))
             sizes = step_fn(model_spec, precision, optimizer)
             p, g, s = sizes["param_bytes"], sizes["grad_bytes"], sizes["state_bytes"]
             t = sizes.get("step_transient_bytes") or 0
@@ -240,23 +247,33 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
                     max_batch_size=max_batch_size(lambda b, pair=pair: pair(b)[1], room) if g + t <= room else 0,
                     gpus_needed=gpus_needed(p, g, s, act, usable, t, fits),
                 ))
+    report(Progress(model_spec.name, total, total, "done"))
     return rows
 
 
-def plan_document(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
-                  batch_size: int = 1, seq_len: int = 512, context_bytes: int = CONTEXT_BYTES,
-                  activation_fn=None, step_fn=None) -> dict:
-    """Resolve names (BadInput for unknown ones) and return the ``kind: "plan"`` document."""
+class PlanResult(Document):
+    """The plan: ``spec`` (model, precisions, gpus, optimizers, batch), ``body`` (model, assumptions, rows)."""
+
+    kind = "plan"
+
+    @property
+    def rows(self) -> list[PlanRow]:
+        return [PlanRow(**r) for r in self.body.get("rows", [])]
+
+
+def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
+         batch_size: int = 1, seq_len: int = 512, context_bytes: int = CONTEXT_BYTES,
+         activation_fn=None, step_fn=None, on_progress: ProgressCallback | None = None) -> PlanResult:
+    """Resolve names (BadInput for unknown ones) and plan every (optimizer, precision, GPU)."""
     from sgdsai_cli.analysis.gpus import resolve_gpu
     from sgdsai_cli.models import resolve_model
     from sgdsai_cli.optim.registry import resolve_optimizer
     from sgdsai_cli.precision import resolve_precision
-    from sgdsai_cli.results import envelope
-
-    if batch_size < 1:
-        raise BadInput(f"bad batch size {batch_size} (must be 1 or more)")
-    if seq_len < 1:
-        raise BadInput(f"bad sequence length {seq_len} (must be 1 or more)")
+    for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise BadInput(f"bad {name} {value!r} (must be a whole number, 1 or more)", field=name, value=value)
+    if isinstance(context_bytes, bool) or not isinstance(context_bytes, int) or context_bytes < 0:
+        raise BadInput(f"bad context {context_bytes!r} (must be a byte count)", field="context", value=context_bytes)
     precisions = list(dict.fromkeys(precisions or DEFAULT_PRECISIONS))
     optimizers = list(dict.fromkeys(optimizers or DEFAULT_OPTIMIZERS))
     for p in precisions:
@@ -264,9 +281,14 @@ def plan_document(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, 
     for o in optimizers:
         resolve_optimizer(o)
     gpu_records = list({g.name: g for g in (resolve_gpu(n) for n in (gpus or DEFAULT_GPUS))}.values())
+    for gpu in gpu_records:
+        if gpu.memory_bytes <= context_bytes:
+            raise BadInput(f"GPU '{gpu.name}' has no memory left after the context allowance of {context_bytes} "
+                           "bytes", field="gpu", value=gpu.name)
     model_spec = resolve_model(model)
     rows = plan_rows(model_spec, precisions, gpu_records, optimizers, batch_size=batch_size, seq_len=seq_len,
-                     context_bytes=context_bytes, activation_fn=activation_fn, step_fn=step_fn)
+                     context_bytes=context_bytes, activation_fn=activation_fn, step_fn=step_fn,
+                     on_progress=on_progress)
     spec = {"model": model_spec.name, "precisions": precisions, "gpus": [g.name for g in gpu_records],
             "optimizers": optimizers, "batch_size": batch_size, "seq_len": seq_len, "device": "meta"}
     body = {
@@ -278,81 +300,14 @@ def plan_document(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, 
                            "step_transient_bytes) + context_bytes",
             "usable_bytes": "gpu_memory_bytes - context_bytes",
             "gpus_needed": "smallest N with per-GPU bytes <= usable_bytes, one micro-batch of batch_size "
-                           "per GPU; null when no N fits (formulas: sgdsai_cli/plan.py, README)",
+                           "per GPU; null when no N fits (formulas: docs/planning.md)",
             "max_batch_size_limit": MAX_BATCH_LIMIT,
         },
         "rows": [asdict(r) for r in rows],
     }
-    return envelope("plan", spec, body)
+    return PlanResult(spec=spec, body=body, environment=Environment.current())
 
 
-# --------------------------------------------------------------------------------------------------
-# Rendering
-
-
-def plan_frame(doc: dict):
-    """The plan rows as a pandas DataFrame (bytes as numbers, gpus_needed flattened to four columns)."""
-    import pandas as pd
-
-    records = []
-    for row in doc.get("rows", []):
-        rec = {k: v for k, v in row.items() if k != "gpus_needed"}
-        for k in STRATEGIES:
-            rec[f"gpus_{k}"] = (row.get("gpus_needed") or {}).get(k)
-        records.append(rec)
-    return pd.DataFrame(records)
-
-
-def _count(n: int | None) -> str:
-    return "-" if n is None else str(n)
-
-
-def _batch(n: int | None) -> str:
-    if n is None:
-        return "-"
-    return f">={n:,}" if n >= MAX_BATCH_LIMIT else f"{n:,}"
-
-
-def plan_table_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted cells (GiB) shared by the rich table and the Markdown/HTML report."""
-    from sgdsai_cli.units import fmt_gib
-
-    header = ["optimizer", "precision", "gpu", "usable", "states", "activ.", "step tmp", "total", "fits",
-              "max batch", "DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3"]
-    cells = []
-    for r in doc.get("rows", []):
-        need = r.get("gpus_needed") or {}
-        cells.append([
-            f"{r['optimizer']}/{r['impl']}" if r.get("impl") else r["optimizer"], r["precision"], r["gpu"],
-            fmt_gib(r["usable_bytes"]), fmt_gib(r["model_state_bytes"]),
-            fmt_gib(r["activation_bytes"]), fmt_gib(r.get("step_transient_bytes") or 0), fmt_gib(r["total_bytes"]),
-            "yes" if r["fits"] else "no",
-            _batch(r.get("max_batch_size")), *(_count(need.get(k)) for k in STRATEGIES),
-        ])
-    return header, cells
-
-
-def plan_title(doc: dict) -> str:
-    spec = doc.get("spec", {})
-    ctx = (doc.get("assumptions") or {}).get("context_bytes")
-    ctx_text = f", CUDA context allowance {ctx / GiB:g} GiB" if ctx is not None else ""
-    return (f"plan: {spec.get('model')}, batch {spec.get('batch_size')} x seq {spec.get('seq_len')}"
-            f"{ctx_text}; sizes in GiB")
-
-
-def plan_table(doc: dict):
-    """A rich Table of the plan; rows that do not fit one GPU are dimmed red in the 'fits' column."""
-    from rich.table import Table
-
-    header, cells = plan_table_rows(doc)
-    table = Table(title=plan_title(doc), title_justify="left")
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i < 3 else "right", no_wrap=True)
-    for row in cells:
-        row = list(row)
-        row[8] = "[green]yes[/]" if row[8] == "yes" else "[red]no[/]"
-        table.add_row(*row)
-    return table
 
 
 def plan_plots(doc: dict, out_dir: str | Path) -> list[Path]:

@@ -1,19 +1,22 @@
-"""The Typer application and the helpers every command shares.
+"""The Typer application and what every command shares: errors to exit codes, consoles, progress.
 
-The library raises ``SgdsaiError`` subclasses; ``handle_errors`` turns them into
-one line on stderr and the exit code of DESIGN.md section 5. Nothing a user can
-cause prints a traceback.
+The library raises ``SgdsaiError`` subclasses carrying the field that was wrong; ``handle_errors``
+prints one line on stderr, with the field shown as its flag, and exits with the error's code
+(2 bad input, 3 environment, 1 regression; Ctrl-C 130). Nothing a user can cause prints a traceback.
 """
 
 from __future__ import annotations
 
 import functools
+import re
 import sys
+from contextlib import contextmanager
 
 import typer
 from rich.console import Console
 
 from sgdsai_cli.errors import SgdsaiError
+from sgdsai_cli.version import __version__
 
 app = typer.Typer(
     name="sgdsai",
@@ -24,18 +27,60 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+# library field -> command-line flag, for error messages
+FLAGS = {
+    "model": "--model", "precision": "--precision", "device": "--device", "optimizer": "--optimizer",
+    "optimizers": "--optimizer", "batch_size": "--batch-size", "seq_len": "--seq-len", "warmup": "--warmup",
+    "steps": "--steps", "sample_interval_ms": "--sample-interval-ms", "tolerance": "--tolerance",
+    "tolerance_latency": "--tolerance-latency", "budget": "--budget", "gpu": "--gpu", "lr": "--lr",
+    "seed": "--seed", "data": "--data", "layers": "--layers", "rounds": "--rounds", "context": "--context",
+    "max_batch": "--max-batch", "dtype": "--dtype",
+}
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"sgdsai {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Memory and performance profiler for the SGD-SaI optimizer against AdamW."""
+
 
 def stdout() -> Console:
-    return Console(soft_wrap=False)
+    """The console for results: as wide as the terminal, and wide enough for any table when piped."""
+    from sgdsai_cli.render.tables import PIPE_WIDTH
+
+    console = Console(soft_wrap=False)
+    if not console.is_terminal:
+        console.width = max(console.width, PIPE_WIDTH)
+    return console
 
 
 def stderr() -> Console:
     return Console(stderr=True, soft_wrap=True, highlight=False)
 
 
+def say(message: str) -> None:
+    """A progress or notes line on stderr (user values are not read as markup)."""
+    print(message, file=sys.stderr)
+
+
 def error(message: str) -> None:
-    """Print one error line on stderr (no markup interpretation of user values)."""
+    """Print one error line on stderr."""
     print(f"error: {message}", file=sys.stderr)
+
+
+def flag_message(e: SgdsaiError) -> str:
+    """The error's message with its field shown as the flag (``batch_size`` -> ``--batch-size``)."""
+    message = str(e)
+    flag = FLAGS.get(e.field or "")
+    if flag is None:
+        return message
+    return re.sub(rf"(?<![\w-]){re.escape(e.field)}(?![\w-])", flag, message, count=1)
 
 
 def handle_errors(func):
@@ -46,7 +91,7 @@ def handle_errors(func):
         try:
             return func(*args, **kwargs)
         except SgdsaiError as e:
-            error(str(e))
+            error(flag_message(e))
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
             error("interrupted")
@@ -55,7 +100,23 @@ def handle_errors(func):
     return wrapper
 
 
-def not_built(command: str, issue: str) -> None:
-    from sgdsai_cli.errors import BadInput
+@contextmanager
+def progress_bar(quiet: bool):
+    """A ProgressCallback drawing a rich progress bar per task on stderr; nothing when quiet or not a terminal."""
+    console = Console(stderr=True)
+    if quiet or not console.is_terminal:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    raise BadInput(f"'sgdsai {command}' is not built yet ({issue})")
+    bar = Progress(TextColumn("{task.description:<24}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[stage]}"), TimeElapsedColumn(), console=console, transient=False)
+    tasks: dict[str, int] = {}
+
+    def draw(p) -> None:
+        if p.task not in tasks:
+            tasks[p.task] = bar.add_task(p.task, total=p.total, stage=p.stage)
+        bar.update(tasks[p.task], completed=p.completed or 0, total=p.total, stage=p.stage)
+
+    with bar:
+        yield draw

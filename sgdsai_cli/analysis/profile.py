@@ -1,0 +1,141 @@
+"""``profile()``: the bytes (and, on a real device, the time) each optimizer needs to train a model.
+
+    result = profile(model="llama2-7b", precision="fp32")                 # no GPU: exact sizing on meta
+    result = profile(model="tiny-gpt2", device="cpu", steps=5, out_dir="run")   # a real run
+    result = profile(spec_file="profiles/tiny-ci.toml", precision="bf16")   # a TOML spec, overridden
+
+The policy lives here, once: the defaults of every option, how a TOML spec and explicit arguments
+combine (an explicit argument wins), what ``device="auto"`` means (the first CUDA device, else meta:
+exact sizing with no GPU), and the dispatch to meta sizing or to real runs. Every input is checked
+before any work; a problem is a BadInput carrying the field and the value.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from sgdsai_cli.errors import BadInput
+from sgdsai_cli.optim.registry import DEFAULT_OPTIMIZERS, resolve_optimizer
+from sgdsai_cli.precision import resolve_precision
+from sgdsai_cli.progress import ProgressCallback
+from sgdsai_cli.results import ProfileResult, ProfileSpec
+
+DEFAULT_SEQ_LEN = 512  # tokens; a model with a shorter context uses its whole context (tiny-gpt2: 128)
+
+
+@dataclass(frozen=True)
+class ProfileRequest:
+    """What to profile; every default is defined here and nowhere else (the CLI shows these)."""
+
+    model: str | None = None  # a preset name or a config.json path
+    precision: str = "fp32"  # fp32, bf16, fp16, amp-bf16, amp-fp16
+    device: str = "auto"  # auto (first CUDA device, else meta), meta, cpu, cuda, cuda:N
+    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
+    batch_size: int = 1  # micro-batch
+    seq_len: int | None = None  # None: DEFAULT_SEQ_LEN, or the model's whole context when shorter
+    warmup: int = 3  # real runs: steps before measuring (at least one full step is always run)
+    steps: int = 10  # real runs: measured steps
+    sample_interval_ms: float = 10.0  # real runs: memory sampling period
+    seed: int = 0
+    snapshot: bool = False  # real CUDA runs: a memory snapshot per optimizer (needs out_dir)
+
+    def merged(self, overrides: dict[str, Any]) -> ProfileRequest:
+        """This request with the non-None entries of ``overrides`` (known fields only)."""
+        names = {f.name for f in fields(self)}
+        given = {k: (tuple(v) if k == "optimizers" else v) for k, v in overrides.items()
+                 if k in names and v is not None}
+        return replace(self, **given)
+
+
+@dataclass
+class _Plan:
+    """A checked request: the model, the spec to record, the optimizers, the device to run on."""
+
+    model_spec: Any
+    spec: ProfileSpec
+    optimizers: list[str]
+    sample_interval_ms: float
+    snapshot: bool
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def profile(model: str | None = None, *, spec_file: str | os.PathLike | None = None,
+            out_dir: str | os.PathLike | None = None, samples_dir: str | os.PathLike | None = None,
+            on_progress: ProgressCallback | None = None, **options: Any) -> ProfileResult:
+    """Profile ``model`` with each optimizer; the typed result (``to_dict()`` = the JSON document).
+
+    ``options`` are the fields of ``ProfileRequest`` (precision, device, optimizers, batch_size,
+    seq_len, warmup, steps, sample_interval_ms, seed, snapshot). ``spec_file`` is a TOML run spec;
+    explicit arguments override it. Real runs write their samples CSVs to ``samples_dir`` (default
+    ``out_dir``) and snapshots to ``out_dir``; the paths are in ``result.files``.
+    """
+    unknown = set(options) - {f.name for f in fields(ProfileRequest)}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise BadInput(f"unknown profile option '{name}'", field=name)
+    request = ProfileRequest()
+    if spec_file is not None:
+        from sgdsai_cli.analysis.specfile import load_spec_file
+
+        request = request.merged(load_spec_file(spec_file))
+    request = request.merged({"model": model, **options})
+    plan = check_request(request)
+    if plan.spec.device == "meta":
+        from sgdsai_cli.measure.sizing import size_profile
+
+        return size_profile(plan.spec, plan.model_spec, plan.optimizers, estimate=True, on_progress=on_progress)
+    from sgdsai_cli.measure.realrun import run_real
+
+    out = Path(out_dir) if out_dir is not None else None
+    real = run_real(plan.spec, plan.model_spec, plan.optimizers, sample_interval_ms=plan.sample_interval_ms,
+                    out_dir=out, samples_dir=Path(samples_dir) if samples_dir is not None else out,
+                    snapshot=plan.snapshot, on_progress=on_progress)
+    real.result.files.update({f"samples-{name}": path for name, path in real.samples_csv.items()})
+    return real.result
+
+
+def check_request(request: ProfileRequest) -> _Plan:
+    """Validate every field (BadInput with the field and value, EnvironmentUnavailable for the device)."""
+    from sgdsai_cli.measure.devices import resolve_device
+    from sgdsai_cli.models import make_batch, resolve_model
+
+    if request.model is None:
+        raise BadInput("no model given (a preset name such as llama2-7b, or a config.json path)", field="model")
+    model_spec = resolve_model(request.model)
+    precision = resolve_precision(request.precision)
+    if not request.optimizers:
+        raise BadInput("no optimizers to profile", field="optimizers")
+    for name in request.optimizers:
+        resolve_optimizer(name)
+    seq_len = request.seq_len if request.seq_len is not None else default_seq_len(model_spec)
+    for name, value, minimum in (("batch_size", request.batch_size, 1), ("seq_len", seq_len, 1),
+                                 ("warmup", request.warmup, 0), ("steps", request.steps, 1)):
+        _check_int(name, value, minimum)
+    interval = request.sample_interval_ms
+    if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval) \
+            or interval <= 0:
+        raise BadInput(f"bad sample_interval_ms {interval!r} (must be greater than zero)",
+                       field="sample_interval_ms", value=interval)
+    make_batch(model_spec, request.batch_size, seq_len, device="meta")  # shape errors (seq_len > positions) now
+    device = str(resolve_device(request.device, auto="meta"))
+    spec = ProfileSpec(model=model_spec.name, precision=precision.name, device=device,
+                       batch_size=request.batch_size, seq_len=seq_len, warmup=request.warmup,
+                       steps=request.steps, seed=request.seed)
+    return _Plan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot)
+
+
+def default_seq_len(model_spec) -> int:
+    """DEFAULT_SEQ_LEN, or the model's whole context when it is shorter."""
+    positions = getattr(model_spec.config, "n_positions", None)
+    return min(DEFAULT_SEQ_LEN, positions) if positions else DEFAULT_SEQ_LEN
+
+
+def _check_int(name: str, value: Any, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise BadInput(f"bad {name} {value!r} (must be a whole number)", field=name, value=value)
+    if value < minimum:
+        raise BadInput(f"bad {name} {value!r} (must be at least {minimum})", field=name, value=value)

@@ -1,0 +1,92 @@
+"""Options and parsers that several commands share: one spelling, one short flag, one help text each.
+
+Short flags mean the same in every command: -m --model, -p --precision, -d --device,
+-o --optimizer, -q --quiet, -v --verbose. Metavars are upper-case words (M, P, D, O, PATH, DIR).
+Numbers arrive as text and are parsed here, so a bad one names its flag.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import typer
+
+from sgdsai_cli.errors import BadInput, did_you_mean
+
+
+def model_option(help: str = "Preset name (sgdsai presets) or a config.json path."):
+    return typer.Option(None, "--model", "-m", metavar="M", show_default=False, help=help)
+
+
+def precision_option(help: str = "fp32, bf16, fp16, amp-bf16 or amp-fp16. [default: fp32]"):
+    return typer.Option(None, "--precision", "-p", metavar="P", show_default=False, help=help)
+
+
+def device_option(help: str):
+    return typer.Option(None, "--device", "-d", metavar="D", show_default=False, help=help)
+
+
+def optimizer_option(help: str):
+    return typer.Option(None, "--optimizer", "-o", metavar="O", show_default=False, help=help)
+
+
+def quiet_option():
+    return typer.Option(False, "--quiet", "-q", help="Only the result: no progress, no notes.")
+
+
+def format_option(choices: tuple[str, ...]):
+    return typer.Option("table", "--format", metavar="F", help=f"{', '.join(choices)} (on stdout).")
+
+
+def json_option(help: str = "Write the result document (JSON, schema 1) here."):
+    return typer.Option(None, "--json", metavar="PATH", show_default=False, help=help)
+
+
+def out_option(help: str):
+    return typer.Option(None, "--out", metavar="DIR", show_default=False, help=help)
+
+
+def check_format(value: str, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise BadInput(f"unknown format '{value}'" + did_you_mean(value, choices))
+    return value
+
+
+def parse_int(flag: str, text: object, minimum: int = 1) -> int:
+    """A whole number of at least ``minimum`` from an option's text."""
+    raw = str(text).strip()
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadInput(f"bad {flag} '{text}' (must be a whole number)") from None
+    if value < minimum:
+        raise BadInput(f"bad {flag} '{text}' (must be at least {minimum})")
+    return value
+
+
+def parse_positive(flag: str, text: object) -> float:
+    """A finite number greater than zero from an option's text."""
+    try:
+        value = float(str(text).strip())
+    except ValueError:
+        raise BadInput(f"bad {flag} '{text}' (must be a number)") from None
+    if not math.isfinite(value) or value <= 0:
+        raise BadInput(f"bad {flag} '{text}' (must be greater than zero)")
+    return value
+
+
+def optional(parse, flag: str, text, *args):
+    """``parse(flag, text, *args)``, or None when the option was not given."""
+    return None if text is None else parse(flag, text, *args)
+
+
+def epilog(*examples: str) -> str:
+    """The 'Examples' block at the end of a command's --help."""
+    return "Examples:\n\n\b\n" + "\n".join(f"  {e}" for e in examples)
+
+
+def prepare_out(out: Path | None, first_file: str) -> Path | None:
+    from sgdsai_cli.files import prepare_out_dir
+
+    return None if out is None else prepare_out_dir(out, first_file)
