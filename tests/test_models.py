@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from sgdsai_cli.errors import BadInput
-from sgdsai_cli.models.core import (
+from sgdsai_cli.models import (
     BLOCK_TYPES,
     PRESETS,
     GPT2Config,
@@ -21,7 +21,6 @@ from sgdsai_cli.models.core import (
     build_model,
     count_params,
     decoder_layers,
-    llama2_7b,
     make_batch,
     resolve_model,
     training_loss,
@@ -90,8 +89,8 @@ def test_tiny_llama_exercises_gqa():
     assert cfg.n_kv_heads < cfg.n_heads
 
 
-def test_builder_functions_return_presets():
-    assert llama2_7b() is PRESETS["llama2-7b"]
+def test_resolve_model_returns_the_preset_itself():
+    assert resolve_model("llama2-7b") is PRESETS["llama2-7b"]
 
 
 @pytest.mark.parametrize("device", ["meta", "cpu"])

@@ -1,0 +1,183 @@
+"""From a name to a trainable model: resolve a spec, build it, make a batch, compute the loss.
+
+    spec  = resolve_model("llama2-7b")          # a preset name, or a path to an HF config.json
+    model = build_model(spec, device="meta")    # meta: shapes only, allocates nothing
+    batch = make_batch(spec, batch_size=1, seq_len=512, device="meta")
+    loss  = training_loss(spec, model, batch)   # forward + cross-entropy, a scalar
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sgdsai_cli.errors import BadInput, did_you_mean
+from sgdsai_cli.models.configs import FAMILIES, ModelSpec
+from sgdsai_cli.models.gpt2 import GPT2
+from sgdsai_cli.models.hf_config import load_config_spec
+from sgdsai_cli.models.llama import Llama
+from sgdsai_cli.models.presets import PRESETS
+from sgdsai_cli.models.vit import ViT
+
+_MODEL_CLASSES = {"gpt2": GPT2, "llama": Llama, "vit": ViT}
+
+
+def resolve_model(name_or_path: str) -> ModelSpec:
+    """A preset by name (case-insensitive), else a Hugging Face style config.json.
+
+    Anything ending in .json, containing a path separator, or existing on disk is read as a
+    config file (a directory means its config.json). Raises BadInput with a one-line message.
+    """
+    text = str(name_or_path).strip()
+    if text.lower() in PRESETS:
+        return PRESETS[text.lower()]
+    looks_like_path = (
+        text.endswith(".json")
+        or "/" in text
+        or os.sep in text
+        or (os.altsep is not None and os.altsep in text)
+        or os.path.exists(text)
+    )
+    if not looks_like_path:
+        raise BadInput(f"unknown model '{text}'" + did_you_mean(text, PRESETS), value=text)
+    return load_config_spec(text)
+
+
+def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float32) -> nn.Module:
+    """Build `spec` directly on `device` in `dtype`, in train mode.
+
+    Construction runs under ``with torch.device(device)`` with `dtype` as the default dtype, so a
+    meta build allocates nothing (llama2-70b: well under a second after torch's first-call
+    warm-up) and a build inside a ``FakeTensorMode`` yields fake parameters with no ``_apply``
+    or ``to_empty`` step. On a real device the model's own init then runs once per tensor
+    (N(0, 0.02) weights, seeded by the caller's ``torch.manual_seed``); meta models stay uninitialised.
+    (PyTorch's own default init also runs during construction: one extra uniform_ pass, cheap on a GPU,
+    a few seconds per billion parameters on a CPU.) The very first call in a process also pays
+    about 1 s of one-time torch import work for meta random ops. The default dtype is restored after.
+    """
+    cls = _MODEL_CLASSES.get(spec.family)
+    if cls is None:
+        raise BadInput(f"unknown model family '{spec.family}'" + did_you_mean(spec.family, FAMILIES),
+                       value=spec.family)
+    if not dtype.is_floating_point:
+        raise BadInput(f"model dtype must be a floating point type, got {dtype}", value=dtype)
+    device = torch.device(device)
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # parameters are created in `dtype`: no full-size fp32 copy first
+    try:
+        with torch.device(device):
+            model = cls(spec.config)
+    except (RuntimeError, TypeError, OverflowError) as e:
+        if "overflow" not in str(e).lower():
+            raise
+        raise BadInput(f"model '{spec.name}' is too large to build: a tensor's size overflows 64 bits",
+                       value=spec.name) from None
+    finally:
+        torch.set_default_dtype(previous)
+    if device.type != "meta":
+        with torch.no_grad():
+            model.init_weights()
+    return model.train()
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameter elements, each shared (tied) tensor counted once."""
+    return sum(p.numel() for p in model.parameters())  # parameters() de-duplicates by identity
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    """The list of identical repeated blocks: ``h`` (gpt2), ``layers`` (llama), ``blocks`` (vit)."""
+    for attr in ("h", "layers", "blocks"):
+        layers = getattr(model, attr, None)
+        if isinstance(layers, nn.ModuleList):
+            return layers
+    raise TypeError(f"{type(model).__name__} has no h/layers/blocks ModuleList")
+
+
+def max_positions(spec: ModelSpec) -> int | None:
+    """The longest sequence a text model takes (its position table or trained context); None for ViT."""
+    if spec.family == "gpt2":
+        return spec.config.n_positions
+    if spec.family == "llama":
+        return spec.config.max_position_embeddings
+    return None
+
+
+def check_addressable(what: str, shape: tuple[int, ...], element_bytes: int = 8) -> None:
+    """BadInput when a tensor of ``shape`` could not even be addressed (bytes beyond int64).
+
+    `what` describes the tensor for the message (``"a batch of 4 x 128 tokens"``).
+    """
+    if math.prod(shape) * element_bytes >= 2**63:
+        raise BadInput(f"{what} is too large (more than 2**63 bytes)", value=shape)
+
+
+_addressable = check_addressable  # the former private name, still imported by callers
+
+
+def make_batch(
+    spec: ModelSpec,
+    batch_size: int,
+    seq_len: int,
+    device,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, Tensor]:
+    """A random training batch for `spec`.
+
+    LM (gpt2, llama): ``(tokens int64 [B, S], targets int64 [B, S])`` in ``[0, vocab)``, targets
+    being the tokens shifted left by one. ViT: ``(images float32 [B, C, H, W], labels int64 [B])``
+    at ``config.image_size``; `seq_len` is ignored. On meta the tensors are empty of that shape.
+    Random draws happen on the generator's device (CPU when none is given: reproducible under
+    ``torch.manual_seed``) and are then moved to `device`.
+    """
+    _positive("batch_size", batch_size)
+    device = torch.device(device)
+    gdev = generator.device if generator is not None else torch.device("cpu")
+    if spec.family == "vit":
+        return _image_batch(spec, batch_size, device, generator, gdev)
+    _positive("seq_len", seq_len)
+    if spec.family == "gpt2" and seq_len > spec.config.n_positions:  # learned positions: a hard limit
+        raise BadInput(f"seq_len {seq_len} is longer than {spec.name}'s {spec.config.n_positions} positions",
+                       field="seq_len", value=seq_len)
+    shape = (batch_size, seq_len + 1)  # one more token than the window: inputs and shifted targets
+    check_addressable(f"a batch of {batch_size} x {seq_len} tokens", shape)
+    if device.type == "meta":
+        return (
+            torch.empty(batch_size, seq_len, dtype=torch.long, device=device),
+            torch.empty(batch_size, seq_len, dtype=torch.long, device=device),
+        )
+    seq = torch.randint(0, spec.config.vocab_size, shape, generator=generator, device=gdev)  # [B, S+1]
+    return seq[:, :-1].to(device), seq[:, 1:].to(device)  # [B, S] inputs, [B, S] next-token targets
+
+
+def _image_batch(spec: ModelSpec, batch_size: int, device: torch.device, generator, gdev) -> tuple[Tensor, Tensor]:
+    """ViT's batch: random images [B, C, H, W] and class labels [B]."""
+    cfg = spec.config
+    img_shape = (batch_size, cfg.num_channels, cfg.image_size, cfg.image_size)
+    check_addressable(
+        f"a batch of {batch_size} images of {cfg.num_channels} x {cfg.image_size} x {cfg.image_size}", img_shape
+    )
+    if device.type == "meta":
+        return (
+            torch.empty(img_shape, device=device),
+            torch.empty(batch_size, dtype=torch.long, device=device),
+        )
+    images = torch.randn(img_shape, generator=generator, device=gdev)
+    labels = torch.randint(0, cfg.num_classes, (batch_size,), generator=generator, device=gdev)
+    return images.to(device), labels.to(device)
+
+
+def training_loss(spec: ModelSpec, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
+    """Forward pass and mean cross-entropy (computed on fp32 logits, as HF does): a scalar."""
+    inputs, targets = batch
+    logits = model(inputs)  # [B, S, V] (text) or [B, num_classes] (ViT)
+    return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def _positive(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise BadInput(f"{name} must be a positive integer, got {value!r}", field=name, value=value)
