@@ -177,9 +177,12 @@ class Document(_Record):
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
         head = ("schema_version", "kind", "tool_version", "created_utc", "environment", "spec")
-        return cls(spec=dict(d.get("spec") or {}), body={k: v for k, v in d.items() if k not in head},
-                   environment=Environment.from_dict(d.get("environment") or {}),
-                   created_utc=d.get("created_utc", ""), tool_version=d.get("tool_version", ""))
+        obj = cls(spec=dict(d.get("spec") or {}), body={k: v for k, v in d.items() if k not in head},
+                  environment=Environment.from_dict(d.get("environment") or {}),
+                  created_utc=d.get("created_utc", ""), tool_version=d.get("tool_version", ""))
+        if not cls.kind:  # a generic document keeps the kind it was read with
+            obj.kind = str(d.get("kind", ""))
+        return obj
 
 
 @dataclass

@@ -122,3 +122,11 @@ def _check_run(path, i: int, run: Any) -> None:
                 if not finite(value):
                     raise BadInput(f"{path}: runs[{i}].latency_ms.{phase}.{stat} must be a finite number or null, "
                                    f"not {_short(value)}")
+
+
+def load_result(path: str | os.PathLike):
+    """A result file as its typed record: ``ProfileResult`` for a profile, else a ``Document``."""
+    from sgdsai_cli.results import Document, ProfileResult
+
+    doc = load_document(path)
+    return ProfileResult.from_dict(doc) if doc["kind"] == "profile" else Document.from_dict(doc)

@@ -6,7 +6,7 @@ import copy
 import json
 
 import pytest
-from test_check import BASE, P, doc, run, scaled  # the same synthetic llama2-7b documents
+from test_check import BASE, doc, run, scaled  # the same synthetic llama2-7b documents
 from typer.testing import CliRunner
 
 from sgdsai_cli.cli import app
@@ -115,4 +115,3 @@ def test_check_reports_improvement_without_failing(files):
     res = runner.invoke(app, ["check", result_path, "--baseline", base_path])
     assert res.exit_code == 0
     assert "improved" in res.output and "-50.00%" in res.output
-    assert P  # the fixtures are llama2-7b sized

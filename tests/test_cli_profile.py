@@ -5,14 +5,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import time
 
 import pytest
 import torch
 from typer.testing import CliRunner
 
+from sgdsai_cli.analysis.specfile import load_spec_file as load_profile_toml
 from sgdsai_cli.cli import app
-from sgdsai_cli.cli.profile import load_profile_toml
 from sgdsai_cli.schema import load_document
 
 runner = CliRunner()
@@ -25,10 +24,8 @@ def _ok(args: list[str]):
     return res
 
 
-def test_llama2_7b_fp32_table_without_gpu_under_30_s():
-    t0 = time.perf_counter()
+def test_llama2_7b_fp32_table_without_gpu():
     res = _ok(["profile", "--model", "llama2-7b", "--precision", "fp32", "--verbose"])
-    assert time.perf_counter() - t0 < 30
     out = res.stdout
     assert "llama2-7b | fp32 | meta" in out
     assert "25.10" in out and "50.21" in out  # SGD-SaI and AdamW state, GiB

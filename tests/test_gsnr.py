@@ -9,18 +9,20 @@ import zlib
 import pytest
 import torch
 
-from sgdsai_cli.analysis.gsnr import (
-    DEGENERATE_ACTIONS,
-    analyse,
-    measure_gsnr,
-    parse_steps,
-    rel_change,
-    resolve_device,
-    stability,
-    summarise,
-    summary_frames,
-    tensors_csv,
-)
+from sgdsai_cli.analysis.gsnr import gsnr, measure_gsnr, parse_steps
+from sgdsai_cli.analysis.gsnr_summary import DEGENERATE_ACTIONS, rel_change, stability, summarise
+from sgdsai_cli.measure.devices import resolve_device as _resolve_device
+from sgdsai_cli.render.gsnr import summary_frames, tensors_csv
+
+
+def analyse(model, **kwargs) -> dict:
+    """The g-SNR document of ``model`` (gsnr() on the CPU unless told otherwise)."""
+    kwargs.setdefault("device", "cpu")
+    return gsnr(model, **kwargs).to_dict()
+
+
+def resolve_device(text):
+    return _resolve_device(text, auto="cpu")
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.files import dumps
 from sgdsai_cli.models import BLOCK_TYPES, build_model, make_batch, resolve_model, training_loss
@@ -351,7 +353,7 @@ def test_divergence_stops_training(lr, diverged):
 
 @pytest.mark.parametrize("lr", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_lr(lr):
-    with pytest.raises(BadInput, match="--lr"):
+    with pytest.raises(BadInput, match="bad lr"):
         analyse("tiny-gpt2", device="cpu", steps="0", lr=lr)
 
 

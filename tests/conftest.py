@@ -1,0 +1,47 @@
+"""Shared fixtures: the CLI run in-process, a real meta-device profile to check against, the oracle.
+
+- ``cli(*args)`` runs ``sgdsai ARGS`` in this process (Typer's CliRunner) and returns the result;
+  ``res.stdout`` and ``res.stderr`` are kept apart.
+- ``tiny_profile`` is the schema-1 document of ``sgdsai profile --model tiny-gpt2 --seq-len 64`` on
+  meta, made once per session through the library API (the same numbers the CLI prints).
+- ``oracle`` is the official ``sgd_sai.SGD_sai`` class; a test that asks for it is skipped (alone)
+  where the package is not installed.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from typer.testing import CliRunner
+
+
+@pytest.fixture
+def cli():
+    from sgdsai_cli.cli import app
+
+    runner = CliRunner()
+
+    def invoke(*args: str):
+        return runner.invoke(app, [str(a) for a in args])
+
+    return invoke
+
+
+@pytest.fixture(scope="session")
+def _tiny_profile_doc() -> dict:
+    from sgdsai_cli import profile
+
+    return profile(model="tiny-gpt2", seq_len=64, device="meta").to_dict()
+
+
+@pytest.fixture
+def tiny_profile(_tiny_profile_doc) -> dict:
+    """A fresh copy each time, so a test may change it."""
+    return copy.deepcopy(_tiny_profile_doc)
+
+
+@pytest.fixture
+def oracle():
+    sgd_sai = pytest.importorskip("sgd_sai")
+    return sgd_sai.SGD_sai
