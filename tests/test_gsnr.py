@@ -14,6 +14,12 @@ from sgdsai_cli.analysis.gsnr_summary import DEGENERATE_ACTIONS, rel_change, sta
 from sgdsai_cli.measure.devices import resolve_device as _resolve_device
 from sgdsai_cli.render.gsnr import summary_frames, tensors_csv
 
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.files import dumps
+from sgdsai_cli.models import BLOCK_TYPES, build_model, make_batch, resolve_model, training_loss
+from sgdsai_cli.models.corpus import load_corpus
+from sgdsai_cli.optim import SGDSaI, compute_gsnr
+
 
 def analyse(model, **kwargs) -> dict:
     """The g-SNR document of ``model`` (gsnr() on the CPU unless told otherwise)."""
@@ -23,11 +29,6 @@ def analyse(model, **kwargs) -> dict:
 
 def resolve_device(text):
     return _resolve_device(text, auto="cpu")
-from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
-from sgdsai_cli.files import dumps
-from sgdsai_cli.models import BLOCK_TYPES, build_model, make_batch, resolve_model, training_loss
-from sgdsai_cli.models.corpus import load_corpus
-from sgdsai_cli.optim import SGDSaI, compute_gsnr
 
 # ---------------------------------------------------------------------------------------------- inputs
 
