@@ -11,14 +11,13 @@ import torch
 
 from sgdsai_cli.analysis.gsnr import gsnr, measure_gsnr, parse_steps
 from sgdsai_cli.analysis.gsnr_summary import DEGENERATE_ACTIONS, rel_change, stability, summarise
-from sgdsai_cli.measure.devices import resolve_device as _resolve_device
-from sgdsai_cli.render.gsnr import summary_frames, tensors_csv
-
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.files import dumps
+from sgdsai_cli.measure.devices import resolve_device as _resolve_device
 from sgdsai_cli.models import BLOCK_TYPES, build_model, make_batch, resolve_model, training_loss
 from sgdsai_cli.models.corpus import load_corpus
 from sgdsai_cli.optim import SGDSaI, compute_gsnr
+from sgdsai_cli.render.gsnr import summary_frames, tensors_csv
 
 
 def analyse(model, **kwargs) -> dict:
