@@ -67,7 +67,7 @@ def test_png_and_svg_content(tmp_path):
     assert "optimizer state (GiB)" in paths["state-by-key.svg"].read_text()
     assert "latency (ms)" in paths["latency.svg"].read_text()
     mem = paths["memory-over-time.svg"].read_text()
-    assert "memory (GiB)" in mem and "time since run start (s)" in mem and "used (NVML)" in mem
+    assert "memory (GiB)" in mem and "time since the run started (s)" in mem and "used (NVML)" in mem
 
 
 def test_no_runs_no_figures(tmp_path):
