@@ -43,7 +43,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 from sgdsai_cli.errors import BadInput
@@ -306,71 +305,3 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         "rows": [asdict(r) for r in rows],
     }
     return PlanResult(spec=spec, body=body, environment=Environment.current())
-
-
-
-
-def plan_plots(doc: dict, out_dir: str | Path) -> list[Path]:
-    """One figure per precision: stacked memory per optimizer (params, grads, state, activations,
-    context) against a horizontal line at each GPU's memory. Writes PNG and SVG; returns the paths."""
-    import io
-
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    from sgdsai_cli.files import write_text_atomic
-
-    out_dir = Path(out_dir)
-    rows = doc.get("rows", [])
-    spec = doc.get("spec", {})
-    paths: list[Path] = []
-    precisions = list(dict.fromkeys(r["precision"] for r in rows))
-    for precision in precisions:
-        by_opt: dict[str, dict] = {}
-        gpus: dict[str, tuple[str, int]] = {}
-        for r in rows:
-            if r["precision"] != precision:
-                continue
-            by_opt.setdefault(r["optimizer"], r)
-            gpus[r["gpu"]] = (r["gpu_label"], r["gpu_memory_bytes"])
-        names = list(by_opt)
-        labels = [f"{n}/{by_opt[n]['impl']}" if by_opt[n].get("impl") else n for n in names]
-        parts = [("param_bytes", "parameters", "#4c72b0"), ("grad_bytes", "gradients", "#dd8452"),
-                 ("state_bytes", "optimizer state", "#55a868"),
-                 ("peak_extra", "activations or step temporaries (at the peak)", "#c44e52"),
-                 ("context_bytes", "CUDA context allowance", "#8c8c8c")]
-        by_opt = {n: {**r, "peak_extra": r["total_bytes"] - r["model_state_bytes"] - r["context_bytes"]}
-                  for n, r in by_opt.items()}
-        fig, ax = plt.subplots(figsize=(max(5.5, 1.6 * len(names) + 3.5), 4.8))
-        bottom = [0.0] * len(names)
-        for key, label, color in parts:
-            values = [by_opt[n][key] / GiB for n in names]
-            ax.bar(labels, values, bottom=bottom, label=label, color=color, width=0.55)
-            bottom = [b + v for b, v in zip(bottom, values, strict=True)]
-        for (label, mem), style in zip(sorted(gpus.values(), key=lambda g: g[1]),
-                                       ["--", "-.", ":", (0, (5, 1)), (0, (3, 1, 1, 1)), (0, (1, 1))] * 4,
-                                       strict=False):
-            ax.axhline(mem / GiB, color="black", linestyle=style, linewidth=1)
-            ax.annotate(f"{label} ({mem / GiB:.1f} GiB)", xy=(1.0, mem / GiB), xycoords=("axes fraction", "data"),
-                        xytext=(4, 0), textcoords="offset points", va="center", fontsize=8)
-        for i, total in enumerate(bottom):
-            ax.annotate(f"{total:.1f}", xy=(i, total), xytext=(0, 3), textcoords="offset points", ha="center",
-                        fontsize=8)
-        ax.set_ylabel("GiB per GPU (one GPU, no sharding)")
-        ax.set_ylim(0, max([*bottom, *(m / GiB for _, m in gpus.values())]) * 1.12)
-        ax.set_title(f"Training memory vs GPU memory\n{spec.get('model')}, {precision}, "
-                     f"batch {spec.get('batch_size')} x seq {spec.get('seq_len')}")
-        ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
-        fig.tight_layout()
-        model_name = str(spec.get("model"))
-        if model_name.endswith(".json"):  # a config.json path: name the file after it
-            model_name = Path(model_name).parent.name if Path(model_name).stem == "config" else Path(model_name).stem
-        stem = f"plan-{model_name}-{precision}".replace("/", "_").replace("\\", "_")
-        for ext in ("png", "svg"):
-            buf = io.BytesIO()
-            fig.savefig(buf, format=ext, dpi=120, bbox_inches="tight")
-            paths.append(write_text_atomic(out_dir / f"{stem}.{ext}", buf.getvalue()))
-        plt.close(fig)
-    return paths

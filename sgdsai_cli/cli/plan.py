@@ -37,10 +37,11 @@ def plan_command(
     quiet: bool = opt.quiet_option(),
 ) -> None:
     """Plan GPU memory: model states, activations, fits, max batch and GPUs needed (DDP, ZeRO-1/2/3)."""
-    from sgdsai_cli.analysis.plan import plan, plan_plots
+    from sgdsai_cli.analysis.plan import plan
     from sgdsai_cli.errors import BadInput
     from sgdsai_cli.files import check_writable, dumps
     from sgdsai_cli.render.plan import NOTES, plan_table
+    from sgdsai_cli.render.plan_figures import write_plan_figures
     from sgdsai_cli.units import parse_size
 
     opt.check_format(output_format, FORMATS)
@@ -60,7 +61,7 @@ def plan_command(
         written.append(result.save(json_path))
     if out is not None:
         written.append(result.save(out / "plan.json"))
-        written += plan_plots(result.to_dict(), out)
+        written += write_plan_figures(result.to_dict(), out)
     if output_format == "json":
         print(dumps(result))
         return
