@@ -102,3 +102,21 @@ def test_import_walker_sees_lazy_and_relative_imports(tmp_path, source, expected
     fake = PACKAGE / "measure" / "_layer_probe.py"
     monkeypatch.setattr(Path, "read_text", lambda self, encoding=None: source)
     assert [m for _, m in _imports(fake)] == expected
+
+
+MAX_MODULE_LINES = 450  # "about 400": a module past this holds more than one concept
+
+
+def test_no_module_is_too_long():
+    long = {str(p.relative_to(PACKAGE.parent)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
+
+
+def test_nothing_cites_a_file_outside_the_repository():
+    root = PACKAGE.parent
+    texts = [p for p in [*PACKAGE.rglob("*.py"), *(root / "tests").rglob("*.py"), root / "README.md",
+                         *(root / "docs").rglob("*.md")] if p.exists()]
+    cited = [str(p.relative_to(root)) for p in texts if "DESIGN.md" in p.read_text(encoding="utf-8")
+             and p.name != "test_layers.py"]
+    assert cited == []
