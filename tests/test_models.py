@@ -19,9 +19,11 @@ from sgdsai_cli.models import (
     ViTConfig,
     block_type,
     build_model,
+    check_addressable,
     count_params,
     decoder_layers,
     make_batch,
+    max_positions,
     resolve_model,
     training_loss,
 )
@@ -218,10 +220,52 @@ def test_make_batch_values_and_reproducibility():
     assert labels.min() >= 0 and labels.max() < PRESETS["tiny-vit"].config.num_classes
 
 
-@pytest.mark.parametrize("bs,seq", [(0, 8), (2, 0), (2, 129)])
-def test_make_batch_rejects_bad_sizes(bs, seq):
-    with pytest.raises(BadInput):
+@pytest.mark.parametrize(
+    "bs,seq,field,value,message",
+    [
+        (0, 8, "batch_size", 0, "batch_size must be a positive integer, got 0"),
+        (True, 8, "batch_size", True, "batch_size must be a positive integer, got True"),
+        (2, 0, "seq_len", 0, "seq_len must be a positive integer, got 0"),
+        (2, 129, "seq_len", 129, "seq_len 129 is longer than tiny-gpt2's 128 positions"),
+    ],
+)
+def test_make_batch_rejects_bad_sizes(bs, seq, field, value, message):
+    with pytest.raises(BadInput) as e:
         make_batch(PRESETS["tiny-gpt2"], bs, seq, "meta")  # tiny-gpt2 has 128 positions
+    assert str(e.value) == message
+    assert (e.value.field, e.value.value) == (field, value)
+    assert "--" not in message  # field names, never CLI flags
+
+
+@pytest.mark.parametrize(
+    "name,bs,seq,fragment",
+    [
+        ("tiny-gpt2", 2**62, 2, "a batch of 4611686018427387904 x 2 tokens is too large"),
+        ("tiny-vit", 2**60, 0, "a batch of 1152921504606846976 images of 3 x 32 x 32 is too large"),
+    ],
+)
+def test_make_batch_rejects_unaddressable_batches(name, bs, seq, fragment):
+    with pytest.raises(BadInput, match=fragment):
+        make_batch(PRESETS[name], bs, seq, "meta")
+
+
+def test_llama_sequence_is_not_capped_by_its_trained_context():
+    tokens, _ = make_batch(PRESETS["tiny-llama"], 1, 300, "meta")  # max_position_embeddings is 256
+    assert tokens.shape == (1, 300)
+
+
+@pytest.mark.parametrize("name,expected", [("gpt2", 1024), ("tiny-llama", 256), ("llama2-7b", 4096), ("vit-b16", None)])
+def test_max_positions(name, expected):
+    assert max_positions(PRESETS[name]) == expected
+
+
+def test_check_addressable_keeps_its_old_name():
+    from sgdsai_cli.models import _addressable
+
+    assert _addressable is check_addressable
+    check_addressable("a small tensor", (2, 3))
+    with pytest.raises(BadInput, match="a huge tensor is too large"):
+        check_addressable("a huge tensor", (2**31, 2**31), element_bytes=2)
 
 
 # ---------------------------------------------------------------------------------------------- config.json
@@ -390,6 +434,26 @@ def test_unreadable_config_file(tmp_path):
     with pytest.raises(BadInput) as e:
         resolve_model(str(path))
     assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "edit,field,value",
+    [
+        ({"hidden_size": "64"}, "hidden_size", "64"),
+        ({"num_key_value_heads": 3}, "num_attention_heads", 4),
+        ({"attention_bias": True}, "attention_bias", True),
+    ],
+)
+def test_config_errors_carry_field_and_value(tmp_path, edit, field, value):
+    with pytest.raises(BadInput) as e:
+        resolve_model(write(tmp_path, {**hf_config("tiny-llama"), **edit}))
+    assert (e.value.field, e.value.value) == (field, value)
+
+
+def test_unknown_preset_error_carries_the_value():
+    with pytest.raises(BadInput) as e:
+        resolve_model("gpt3")
+    assert e.value.value == "gpt3"
 
 
 # ---------------------------------------------------------------------------------------------- block_type
