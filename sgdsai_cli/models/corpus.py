@@ -2,7 +2,7 @@
 
 Text models train on bytes of real text: by default the Python standard
 library's own source files from the running interpreter (always present), or
-the text file / folder of text files given with ``--data``. Each byte is a
+the text file / folder of text files given as ``data``. Each byte is a
 token; a model whose vocabulary is smaller than 256 gets ``byte % vocab_size``.
 Batches are windows at seeded random offsets:
 
@@ -34,7 +34,7 @@ class ByteCorpus:
     """The bytes of a corpus as a uint8 tensor, and where they came from."""
 
     data: Tensor  # uint8 [n_bytes]
-    source: str  # "python-stdlib" or the --data path as given
+    source: str  # "python-stdlib" or the data path as given
     files: int
 
     @property
@@ -53,9 +53,9 @@ class ByteCorpus:
         A corpus shorter than one window is repeated end to end. Offsets come from
         ``generator`` (CPU), so a seeded generator gives the same batches every run.
         """
-        if batch_size <= 0 or seq_len <= 0 or vocab_size <= 0:
-            raise BadInput(f"batch_size, seq_len and vocab_size must be positive, got "
-                           f"{batch_size}, {seq_len}, {vocab_size}")
+        for field, value in (("batch_size", batch_size), ("seq_len", seq_len), ("vocab_size", vocab_size)):
+            if value <= 0:
+                raise BadInput(f"{field} must be positive, got {value}", field=field, value=value)
         data = self.data
         window = seq_len + 1
         if data.numel() < window:
@@ -131,21 +131,22 @@ def load_corpus(data: str | os.PathLike | None = None, max_bytes: int = DEFAULT_
     """
     if data is None:
         raw, count = _read(_stdlib_files(stdlib_dir()), max_bytes, skip_binary=False)
-        if not raw:  # an interpreter without its sources: nothing a user can fix with --data absent
-            raise BadInput(f"no Python sources found in '{stdlib_dir()}'; pass --data PATH (a text file or folder)")
+        if not raw:  # an interpreter installed without its sources: the user must name a corpus
+            raise BadInput(f"data must name a text file or folder: no Python sources found in '{stdlib_dir()}'",
+                           field="data")
         source = "python-stdlib"
     else:
         path = Path(data)
         if not path.exists():
-            raise BadInput(f"--data '{data}': no such file or folder")
+            raise BadInput(f"data '{data}': no such file or folder", field="data", value=str(data))
         if not (path.is_file() or path.is_dir()):
-            raise BadInput(f"--data '{data}': not a file or folder")
+            raise BadInput(f"data '{data}': not a file or folder", field="data", value=str(data))
         if path.is_file() and not os.access(path, os.R_OK):
-            raise BadInput(f"--data '{data}': cannot read (no permission)")
+            raise BadInput(f"data '{data}': cannot read (no permission)", field="data", value=str(data))
         raw, count = _read(_data_files(path), max_bytes, skip_binary=path.is_dir())
         if not raw:
             what = "file is empty" if path.is_file() else "folder holds no non-empty text files"
-            raise BadInput(f"--data '{data}': {what}")
+            raise BadInput(f"data '{data}': {what}", field="data", value=str(data))
         source = str(data)
     tensor = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
     return ByteCorpus(tensor, source, count)
