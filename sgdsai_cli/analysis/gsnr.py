@@ -173,7 +173,7 @@ def _positive_int(name: str, value: Any) -> int:
 def _check(model, device, precision, steps, optimizer, data, batch_size, seq_len, seed, lr) -> _Setup:
     """Every input checked before any work (BadInput / EnvironmentUnavailable carrying the field)."""
     from sgdsai_cli.measure.devices import resolve_device
-    from sgdsai_cli.models import _addressable, resolve_model
+    from sgdsai_cli.models import check_addressable, max_positions, resolve_model
 
     spec = resolve_model(model)
     prec = resolve_precision(precision)
@@ -186,12 +186,12 @@ def _check(model, device, precision, steps, optimizer, data, batch_size, seq_len
     if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64:
         raise BadInput(f"bad seed {seed!r} (must be an integer from -2**63 to 2**64-1)", field="seed", value=seed)
     if spec.family != "vit":
-        limit = spec.config.n_positions if spec.family == "gpt2" else spec.config.max_position_embeddings
+        limit = max_positions(spec)
         seq_len = _positive_int("seq_len", min(DEFAULT_SEQ_LEN, limit) if seq_len is None else seq_len)
         if seq_len > limit:
             raise BadInput(f"seq_len {seq_len} is longer than {spec.name}'s {limit} positions", field="seq_len",
                            value=seq_len)
-        _addressable(f"a batch of {batch_size} x {seq_len} tokens", (batch_size, seq_len + 1))
+        check_addressable(f"a batch of {batch_size} x {seq_len} tokens", (batch_size, seq_len + 1))
     else:
         seq_len = None
         if data is not None:
