@@ -9,19 +9,51 @@ import torch
 from typer.testing import CliRunner
 
 from sgdsai_cli.cli import app
-from sgdsai_cli.measure import bench
-from sgdsai_cli.measure.bench import BenchSpec, bench_document, param_shapes
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.measure import bench, devices
+from sgdsai_cli.measure.bench import BenchResult, BenchSpec, bench_document, bench_step, param_shapes
 from sgdsai_cli.models import build_model, decoder_layers, resolve_model
+from sgdsai_cli.progress import Progress
 
 runner = CliRunner()
+SPEC = BenchSpec(model="tiny-gpt2", device="cpu",
+                 optimizers=("sgdsai", "sgdsai:fused", "sgdsai:foreach", "sgdsai:loop", "adamw-fused", "adamw-foreach"),
+                 warmup=1, steps=3)
 
 
 @pytest.fixture(scope="module")
-def tiny_doc():
-    spec = BenchSpec(model="tiny-gpt2", device="cpu",
-                     optimizers=("sgdsai", "sgdsai:fused", "sgdsai:foreach", "sgdsai:loop", "adamw-fused",
-                                 "adamw-foreach"), warmup=1, steps=3)
-    return bench_document(spec)
+def tiny_run() -> tuple[BenchResult, list[Progress]]:
+    seen: list[Progress] = []
+    return bench_step(SPEC, on_progress=seen.append), seen
+
+
+@pytest.fixture(scope="module")
+def tiny_doc(tiny_run):
+    return tiny_run[0].to_dict()
+
+
+def test_bench_step_is_typed_and_reports_progress(tiny_run):
+    result, seen = tiny_run
+    assert isinstance(result, BenchResult) and result.spec.device == "cpu"
+    assert result.row("adamw-fused").ratio_to_adamw_fused == 1.0 and result.row("adamx") is None
+    assert result.tensors.params == 141_056 and result.copy.bytes == 141_056 * 4
+    assert result.environment.device["type"] == "cpu" and "threads" in result.environment.device
+    assert seen[0] == Progress("tiny-gpt2", None, None, "allocating")
+    assert [(p.task, p.stage) for p in seen[1:3]] == [("sgdsai", "first step"), ("sgdsai", "ok")]
+    assert [(p.completed, p.total, p.stage) for p in seen[-4:]] == [(1, 1, "warmup"), (1, 3, "measured"),
+                                                                   (2, 3, "measured"), (3, 3, "measured")]
+    assert SPEC.device == "cpu" and SPEC.optimizers[0] == "sgdsai"  # the caller's spec is left alone
+
+
+def test_bench_document_keeps_the_old_shape():
+    events: list[str] = []
+    doc = bench_document(BenchSpec(model="tiny-vit", device="cpu", optimizers=("sgdsai:loop",), warmup=0, steps=1),
+                         on_event=events.append)
+    assert list(doc) == ["schema_version", "kind", "tool_version", "created_utc", "environment", "spec", "tensors",
+                         "copy", "rows"]
+    assert list(doc["spec"]) == ["model", "precision", "device", "layers", "optimizers", "warmup", "steps", "seed"]
+    assert events == ["tiny-vit: allocating", "sgdsai:loop: first step 0/1", "sgdsai:loop: ok 1/1",
+                      "tiny-vit: measured 1/1"]
 
 
 def test_document_is_a_bench_step_envelope(tiny_doc):
@@ -91,10 +123,32 @@ def test_llama2_7b_layer_shapes():
 
 
 def test_too_big_for_memory_refuses_with_a_layers_hint(monkeypatch):
-    monkeypatch.setattr(bench, "free_bytes", lambda dev: 16 * 2**30)
+    monkeypatch.setattr(devices, "free_bytes", lambda dev: 16 * 2**30)
     spec = BenchSpec(model="llama2-7b", device="cpu")
-    with pytest.raises(bench.EnvironmentUnavailable, match=r"needs .* GiB .* 16\.0 GiB free; try --layers \d+"):
-        bench.run_bench(spec)
+    with pytest.raises(EnvironmentUnavailable, match=r"^model 'llama2-7b' \(all 32 blocks, fp32\) needs .* GiB .* "
+                                                     r"16\.0 GiB free; try layers \d+$") as e:
+        bench_step(spec)
+    assert e.value.field == "layers" and e.value.value >= 1
+
+
+@pytest.mark.parametrize(
+    "change, field, message",
+    [
+        ({"warmup": -1}, "warmup", "bad warmup -1 (must be 0 or more)"),
+        ({"steps": 0}, "steps", "bad steps 0 (must be 1 or more)"),
+        ({"layers": 7}, "layers", "bad layers 7 (model 'tiny-gpt2' has 2 layers: 1..2)"),
+        ({"precision": "amp-bf16"}, "precision", "precision amp-bf16: a step has no autocast"),
+        ({"device": "meta"}, "device", "device meta cannot time a step"),
+        ({"optimizers": ("sgdsai:triton",)}, None, "unknown optimizer 'sgdsai:triton'"),
+    ],
+)
+def test_bad_requests_name_the_field_not_a_flag(change, field, message):
+    import dataclasses
+
+    with pytest.raises(BadInput) as e:
+        bench_step(dataclasses.replace(BenchSpec(model="tiny-gpt2", device="cpu"), **change))
+    assert str(e.value).startswith(message) and e.value.field == field
+    assert "--" not in str(e.value)
 
 
 def test_bytes_needed_counts_every_state():
@@ -138,7 +192,7 @@ def test_cli_cuda_without_cuda_exits_3():
 
 
 def test_cli_too_big_exits_3(monkeypatch):
-    monkeypatch.setattr(bench, "free_bytes", lambda dev: 8 * 2**30)
+    monkeypatch.setattr(devices, "free_bytes", lambda dev: 8 * 2**30)
     result = _cli("--model", "llama2-7b", "--device", "cpu")
     assert result.exit_code == 3 and "try --layers" in result.output
 

@@ -2,31 +2,55 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
 from sgdsai_cli.measure import estimate as est
+from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.models import build_model, resolve_model
 from sgdsai_cli.precision import resolve_precision
 
 
-def test_tracker_counts_allocations_and_frees_exactly():
+def _fake_mode():
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    with FakeTensorMode():
+    return FakeTensorMode()
+
+
+@pytest.mark.parametrize("mode", [_fake_mode, contextlib.nullcontext], ids=["fake", "cpu"])
+def test_tracker_counts_allocations_and_frees_exactly(mode):
+    """One tracker for fake tensors (the estimate) and real CPU tensors (real runs)."""
+    with mode():
         a = torch.empty(100)  # 400 bytes, made before tracking: not counted
-        tracker = est._Tracker()
+        tracker = LiveTracker()
         with tracker:
+            assert tracker.active
             b = a * 2  # +400
             c = b.view(10, 10)  # a view: no new storage
             b.add_(1)  # in place: nothing
             d = torch.empty(50, dtype=torch.float64)  # +400 -> 800 live
             del b, c, d  # -800
             e = a.to(torch.bfloat16)  # +200
+        assert not tracker.active
         assert tracker.peak == 800
         assert tracker.live == 200
-        del e
+        tracker.reset_peak()
+        assert tracker.peak == 200
+        del e  # freed after the mode ended: still counted
         assert tracker.live == 0
+
+
+def test_tracker_start_stop_outside_a_with_block():
+    tracker = LiveTracker().start()
+    x = torch.ones(25)  # 100 bytes
+    tracker.stop()
+    tracker.stop()  # twice is harmless
+    y = torch.ones(25)  # untracked
+    assert (tracker.live, tracker.peak) == (100, 100)
+    del x, y
+    assert tracker.live == 0
 
 
 @pytest.mark.parametrize("model", ["tiny-gpt2", "tiny-llama", "tiny-vit"])
@@ -99,15 +123,11 @@ def test_estimate_step_peak_is_the_larger_phase():
     assert e.details["traced_layers"] == 2 and e.details["layers"] == 2
 
 
-def test_llama2_7b_fp32_estimate_is_fast_and_shows_the_foreach_copy():
-    import time
-
+def test_llama2_7b_fp32_estimate_shows_the_foreach_copy():
     spec, prec = resolve_model("llama2-7b"), resolve_precision("fp32")
-    t0 = time.perf_counter()
     foreach = est.estimate_step(spec, prec, "adamw-foreach", 1, 512)
     fused = est.estimate_step(spec, prec, "adamw-fused", 1, 512)
     sgdsai = est.estimate_step(spec, prec, "sgdsai", 1, 512)
-    assert time.perf_counter() - t0 < 30
     params = 26_953_662_464
     assert foreach.step_transient_bytes == params and fused.step_transient_bytes == 0
     assert sgdsai.step_transient_bytes == 0

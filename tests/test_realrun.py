@@ -1,6 +1,7 @@
 """Real runs on the CPU: the worker's training loop in-process, and a few spawned end to end.
 
-Spawned child processes cost a torch import each (~2-3 s): this file spawns at most six.
+Spawned child processes cost a torch import each (~2-3 s): this file spawns at most five.
+Failures are injected by the tests (a patched ``TrainingRun.enter``), never by the production code.
 """
 
 from __future__ import annotations
@@ -13,26 +14,60 @@ import pytest
 import torch
 
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
-from sgdsai_cli.measure import realrun, worker
+from sgdsai_cli.measure import child, compare, devices, realrun, stats, worker
+from sgdsai_cli.measure.job import Job, JobResult, parse_progress, progress_line
+from sgdsai_cli.measure.training import TrainingRun
 from sgdsai_cli.models import resolve_model
-from sgdsai_cli.results import ProfileSpec, to_plain
+from sgdsai_cli.progress import Progress
+from sgdsai_cli.results import ProfileSpec
 
 PHASES = ("forward", "backward", "optimizer_step", "zero_grad")
 
 
-def job(model="tiny-gpt2", optimizer="sgdsai", precision="fp32", warmup=2, steps=3, **extra) -> dict:
+def job(model="tiny-gpt2", optimizer="sgdsai", precision="fp32", warmup=2, steps=3, **extra) -> Job:
     spec = ProfileSpec(model=model, precision=precision, device="cpu", batch_size=2, seq_len=16, warmup=warmup,
                        steps=steps)
-    return {"spec": to_plain(spec), "model": worker.model_spec_to_dict(resolve_model(model)), "optimizer": optimizer,
-            "sample_interval_ms": 5, "samples_csv": None, "progress": False, **extra}
+    return Job(spec, resolve_model(model), optimizer, sample_interval_ms=5, **extra)
 
 
-def meta_state(model: str, precision: str, optimizer: str) -> dict:
-    from sgdsai_cli.measure.sizing import profile_meta
+def meta_memory(model: str, precision: str, optimizer: str):
+    from sgdsai_cli.measure.sizing import size_profile
 
     spec = ProfileSpec(model=model, precision=precision, device="meta", batch_size=2, seq_len=16)
-    run = profile_meta(spec, resolve_model(model), [optimizer], estimate=False)["runs"][0]
-    return run["memory"]
+    return size_profile(spec, resolve_model(model), [optimizer], estimate=False).runs[0].memory
+
+
+FAILURE_SCRIPT = """
+import sys
+import torch
+from sgdsai_cli.measure import training, worker
+
+enter = training.TrainingRun.enter
+
+
+def failing_enter(self, phase):
+    enter(self, phase)
+    if self.job.optimizer == {optimizer!r} and phase == {phase!r} and self.step == 1:
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+
+
+training.TrainingRun.enter = failing_enter
+sys.exit(worker.main(sys.argv[1:]))
+"""
+
+
+def fail_at(monkeypatch, phase: str, kind: str = "oom", optimizer: str | None = None) -> None:
+    """Make runs (of ``optimizer``, or all) fail at the start of ``phase`` of step 1."""
+    enter = TrainingRun.enter
+
+    def failing_enter(self, name):
+        enter(self, name)
+        if name == phase and self.step == 1 and optimizer in (None, self.job.optimizer):
+            if kind == "oom":
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (simulated)")
+            raise RuntimeError(f"simulated failure in {name}")
+
+    monkeypatch.setattr(TrainingRun, "enter", failing_enter)
 
 
 @pytest.mark.parametrize(
@@ -45,36 +80,38 @@ def meta_state(model: str, precision: str, optimizer: str) -> dict:
 )
 def test_run_job_measures_phases_latency_and_exact_state(model, optimizer, precision, keys):
     result = worker.run_job(job(model, optimizer, precision, warmup=3, steps=4))
-    run = result["run"]
-    assert run["status"] == "ok", run["error"]
-    mem = run["memory"]
-    assert mem["source"] == "measured"
+    run = result.run
+    assert run.status == "ok", run.error
+    mem = run.memory
+    assert mem.source == "measured"
     # measured optimizer state equals the meta sizing, byte for byte, key by key
-    meta = meta_state(model, precision, optimizer)
-    assert set(mem["state_bytes_by_key"]) == keys
-    assert mem["state_bytes_by_key"] == meta["state_bytes_by_key"]
-    assert mem["state_bytes"] == meta["state_bytes"] > 0
-    assert mem["param_bytes"] == meta["param_bytes"] == result["model"]["param_bytes"]
-    assert mem["grad_bytes"] == meta["grad_bytes"]
+    meta = meta_memory(model, precision, optimizer)
+    assert set(mem.state_bytes_by_key) == keys
+    assert mem.state_bytes_by_key == meta.state_bytes_by_key
+    assert mem.state_bytes == meta.state_bytes > 0
+    assert mem.param_bytes == meta.param_bytes == result.model.param_bytes
+    assert mem.grad_bytes == meta.grad_bytes
     # per-phase memory: live tensor bytes, peaks at least the bytes before the phase
-    phases = mem["details"]["phases"]
+    phases = mem.details["phases"]
     assert set(phases) == set(PHASES)
     for rec in phases.values():
         assert rec["allocated_peak_bytes"] >= rec["before_bytes"] > 0
     fwd = phases["forward"]
-    assert fwd["before_bytes"] >= mem["param_bytes"] + mem["state_bytes"]
-    assert mem["peak_allocated_bytes"] >= mem["param_bytes"] + mem["grad_bytes"] + mem["state_bytes"]
-    assert mem["activation_peak_bytes"] > 0
-    assert mem["details"]["rss_peak_bytes"] > mem["peak_allocated_bytes"]
+    assert fwd["before_bytes"] >= mem.param_bytes + mem.state_bytes
+    assert mem.peak_allocated_bytes >= mem.param_bytes + mem.grad_bytes + mem.state_bytes
+    assert mem.activation_peak_bytes > 0
+    assert mem.details["rss_peak_bytes"] > mem.peak_allocated_bytes
     # latency: every phase, four measured steps, the first step apart
-    lat = run["latency_ms"]
+    lat = run.latency_ms
     for phase in (*PHASES, "step"):
         s = lat[phase]
         assert s["n"] == 4
         assert 0 <= s["min"] <= s["p50"] <= s["p90"] <= s["max"]
     assert lat["first_step"] > 0
     assert set(lat["first_step_phases"]) == set(PHASES)
-    assert run["impl"] in ("loop", "foreach", "fused", "compiled")
+    assert run.impl in ("loop", "foreach", "fused", "compiled")
+    assert result.device["type"] == "cpu" and result.device["threads"] >= 1
+    assert JobResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result  # the file between processes
 
 
 def test_activation_probe_matches_the_estimate_exactly():
@@ -82,38 +119,63 @@ def test_activation_probe_matches_the_estimate_exactly():
     from sgdsai_cli.measure.estimate import estimate_step
     from sgdsai_cli.precision import resolve_precision
 
-    result = worker.run_job(job("tiny-gpt2", "sgdsai", warmup=3, steps=1))
-    mem = result["run"]["memory"]
+    mem = worker.run_job(job("tiny-gpt2", "sgdsai", warmup=3, steps=1)).run.memory
     est = estimate_step(resolve_model("tiny-gpt2"), resolve_precision("fp32"), "sgdsai", 2, 16)
-    assert mem["activation_peak_bytes"] == est.activation_peak_bytes
-    assert mem["details"]["forward_backward_peak_bytes"] == est.forward_backward_peak_bytes
-    assert mem["peak_allocated_bytes"] == est.peak_bytes
+    assert mem.activation_peak_bytes == est.activation_peak_bytes
+    assert mem.details["forward_backward_peak_bytes"] == est.forward_backward_peak_bytes
+    assert mem.peak_allocated_bytes == est.peak_bytes
+
+
+def test_run_job_reports_progress_events():
+    events = []
+    worker.run_job(job(warmup=1, steps=2), on_event=lambda event, **fields: events.append((event, fields)))
+    assert events[0] == ("start", {"total": 3, "warmup": 1, "steps": 2})
+    assert [(f["step"], f["measured"]) for e, f in events[1:]] == [(1, False), (2, True), (3, True)]
 
 
 @pytest.mark.parametrize(
-    "env, phase, status",
+    "phase, kind, only, status",
     [
-        ("SGDSAI_TEST_RAISE_OOM", "backward", "oom"),
-        ("SGDSAI_TEST_RAISE_OOM", "sgdsai:optimizer_step", "oom"),
-        ("SGDSAI_TEST_RAISE_OOM", "adamw:optimizer_step", "ok"),  # another optimizer's hook
-        ("SGDSAI_TEST_RAISE_ERROR", "forward", "error"),
+        ("backward", "oom", None, "oom"),
+        ("optimizer_step", "oom", "sgdsai", "oom"),
+        ("optimizer_step", "oom", "adamw", "ok"),  # another optimizer's failure
+        ("forward", "error", None, "error"),
     ],
 )
-def test_failures_are_results(monkeypatch, env, phase, status):
-    monkeypatch.setenv(env, phase)
-    run = worker.run_job(job("tiny-gpt2", "sgdsai"))["run"]
-    assert run["status"] == status
-    where = phase.rpartition(":")[2]
+def test_failures_are_results(monkeypatch, phase, kind, only, status):
+    fail_at(monkeypatch, phase, kind, only)
+    run = worker.run_job(job("tiny-gpt2", "sgdsai")).run
+    assert run.status == status
     if status == "oom":
-        assert run["error"].startswith(f"out of memory in {where} (step 1)")
-        assert "OutOfMemoryError" in run["error"]
-        assert run["memory"]["details"]["oom_phase"] == where
-        assert run["memory"]["peak_allocated_bytes"] > 0  # the peak before it
-        assert run["latency_ms"] is None
+        assert run.error.startswith(f"out of memory in {phase} (step 1)")
+        assert "OutOfMemoryError" in run.error
+        assert run.memory.details["oom_phase"] == phase
+        assert run.memory.peak_allocated_bytes > 0  # the peak before it
+        assert run.latency_ms is None
     elif status == "error":
-        assert run["error"] == f"RuntimeError: simulated failure in {where} (SGDSAI_TEST_RAISE_ERROR={where})"
+        assert run.error == f"RuntimeError: simulated failure in {phase}"
+        assert "traceback:" in run.note
     else:
-        assert run["error"] is None
+        assert run.error is None
+
+
+@pytest.mark.parametrize(
+    "values, q, expect",
+    [
+        ([5.0], 90, 5.0),
+        ([1.0, 2.0, 3.0, 4.0, 10.0], 90, 7.6),  # linear between closest ranks, numpy's default
+        ([1.0, 2.0, 3.0, 4.0, 10.0], 50, 3.0),
+        ([4.0, 1.0, 3.0, 2.0], 50, 2.5),  # unsorted input, even count: the mean of the middle two
+        ([1.0, 2.0, 3.0, 4.0], 25, 1.75),
+        ([1.0, 2.0, 3.0, 4.0], 0, 1.0),
+        ([1.0, 2.0, 3.0, 4.0], 100, 4.0),
+    ],
+)
+def test_percentile(values, q, expect):
+    import numpy as np
+
+    assert stats.percentile(values, q) == pytest.approx(expect)
+    assert stats.percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
 
 
 @pytest.mark.parametrize(
@@ -124,8 +186,8 @@ def test_failures_are_results(monkeypatch, env, phase, status):
         ([], None),
     ],
 )
-def test_latency_stats(values, expect):
-    got = worker.latency_stats(values)
+def test_latency_summary(values, expect):
+    got = stats.latency_summary(values)
     if expect is None:
         assert got is None
     else:
@@ -143,19 +205,20 @@ def test_latency_stats(values, expect):
     ],
 )
 def test_estimate_error_pct(estimate, measured, expect):
-    assert realrun.estimate_error_pct(estimate, measured) == expect
+    assert compare.estimate_error_pct(estimate, measured) == expect
 
 
 @pytest.mark.parametrize(
     "line, event",
     [
-        ('@sgdsai {"event": "step", "step": 3}\n', {"event": "step", "step": 3}),
+        (progress_line("step", step=3), {"event": "step", "step": 3}),
         ("some other output\n", None),
         ("@sgdsai not json\n", None),
+        ("@sgdsai [1, 2]\n", None),
     ],
 )
 def test_parse_progress(line, event):
-    assert worker.parse_progress(line) == event
+    assert parse_progress(line) == event
 
 
 @pytest.mark.parametrize("name, stem", [("sgdsai", "sgdsai"), ("torch:SGD", "torch-SGD"), ("adamw-loop", "adamw-loop")])
@@ -163,97 +226,195 @@ def test_safe_name(name, stem):
     assert realrun.safe_name(name) == stem
 
 
+# ----------------------------------------------------------------------------------------------
+# devices: one resolution, one record, one free-memory reader, one OOM test
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA answers")
+@pytest.mark.parametrize(
+    "text, auto, expect",
+    [
+        ("auto", "meta", "meta"),  # profile: sizing without a GPU
+        ("auto", "cpu", "cpu"),  # gsnr, bench-step: real values without a GPU
+        ("meta", "meta", "meta"),
+        (" CPU ", "cpu", "cpu"),
+        ("cpu", "meta", "cpu"),
+    ],
+)
+def test_resolve_device(text, auto, expect):
+    assert str(devices.resolve_device(text, auto=auto)) == expect
+
+
+@pytest.mark.parametrize(
+    "text, auto, error, field, message",
+    [
+        ("meta", "cpu", BadInput, "device", "device meta cannot time a step; choose from: auto, cpu, cuda, cuda:N"),
+        ("tpu", "meta", BadInput, None, "unknown device 'tpu' (choose from: auto, meta, cpu, cuda, cuda:N)"),
+        ("cuda:x", "cpu", BadInput, None, "unknown device 'cuda:x'"),
+    ],
+)
+def test_resolve_device_refusals(text, auto, error, field, message):
+    with pytest.raises(error) as e:
+        devices.resolve_device(text, auto=auto, meta_refusal="time a step")
+    assert str(e.value).startswith(message) and e.value.field == field and e.value.value == text
+    assert "--" not in str(e.value)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
+def test_cuda_without_cuda_is_environment_unavailable_with_the_field():
+    with pytest.raises(EnvironmentUnavailable, match="device 'cuda:1': CUDA is not available") as e:
+        devices.resolve_device("cuda:1")
+    assert (e.value.field, e.value.value, e.value.exit_code) == ("device", "cuda:1", 3)
+
+
+def test_cpu_device_record_always_has_threads():
+    rec = devices.device_record(torch.device("cpu"))
+    assert set(rec) == {"type", "name", "total_memory_bytes", "uuid", "driver", "threads"}
+    assert rec["type"] == "cpu" and rec["threads"] == torch.get_num_threads() and rec["total_memory_bytes"] > 0
+    assert devices.device_record(torch.device("meta"))["type"] == "meta"
+    assert devices.free_bytes(torch.device("cpu")) > 0
+
+
+@pytest.mark.parametrize(
+    "error, oom",
+    [
+        (torch.cuda.OutOfMemoryError("CUDA out of memory"), True),
+        (MemoryError(), True),
+        (RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes"), True),
+        (RuntimeError("CUDA error: out of memory"), True),
+        (RuntimeError("shape mismatch"), False),
+        (ValueError("out of memory"), False),
+    ],
+)
+def test_is_oom(error, oom):
+    assert devices.is_oom(error) is oom
+
+
+# ----------------------------------------------------------------------------------------------
+# run_real: checks, Ctrl-C, dead children, end to end
+
+
 def test_cpu_too_small_is_environment_unavailable(monkeypatch):
-    monkeypatch.setattr(realrun, "_available_ram_bytes", lambda: 1 * 2**30)
+    monkeypatch.setattr(devices, "free_bytes", lambda dev: 1 * 2**30)
     spec = ProfileSpec(model="gpt2", device="cpu")
     with pytest.raises(EnvironmentUnavailable) as e:
         realrun.check_device(spec, resolve_model("gpt2"), ["sgdsai", "adamw"])
     # 124,439,808 params x 4 bytes x (2 + 2 for AdamW) = 1.85 GiB
-    assert "needs about 1.9 GiB" in str(e.value) and "1.0 GiB of RAM available" in str(e.value)
-    assert e.value.exit_code == 3
+    assert str(e.value).startswith("device 'cpu': gpt2 in fp32 needs about 1.9 GiB")
+    assert "1.0 GiB of RAM available" in str(e.value) and "--" not in str(e.value)
+    assert (e.value.exit_code, e.value.field, e.value.value) == (3, "device", "cpu")
 
 
-@pytest.mark.parametrize("optimizers, factor", [(["sgdsai"], 3), (["sgdsai", "adamw"], 4), (["adafactor"], 2)])
+@pytest.mark.parametrize("optimizers, factor", [(["sgdsai"], 3), (["sgdsai", "adamw"], 4), (["sgd"], 3)])
 def test_model_state_bytes_needed(optimizers, factor):
     assert realrun.model_state_bytes_needed(1000, 4, optimizers) == 1000 * 4 * factor
+
+
+@pytest.mark.parametrize(
+    "kwargs, field, message",
+    [
+        ({"optimizers": ["adamx"]}, None, "unknown optimizer 'adamx'"),
+        ({"optimizers": []}, "optimizers", "no optimizers to run"),
+        ({"sample_interval_ms": 0}, "sample_interval_ms", "sample_interval_ms 0 must be greater than zero"),
+        ({"device": "meta"}, "device", "device meta cannot run a training step"),
+    ],
+)
+def test_bad_requests_are_bad_input(kwargs, field, message):
+    spec = ProfileSpec(model="tiny-gpt2", device=kwargs.pop("device", "cpu"))
+    optimizers = kwargs.pop("optimizers", ["sgdsai"])
+    with pytest.raises(BadInput, match=message) as e:
+        realrun.run_real(spec, resolve_model("tiny-gpt2"), optimizers, **kwargs)
+    assert e.value.field == field
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA path")
 def test_cuda_without_cuda_is_environment_unavailable():
     with pytest.raises(EnvironmentUnavailable, match="CUDA is not available"):
-        realrun.profile_real(ProfileSpec(model="tiny-gpt2", device="cuda"), resolve_model("tiny-gpt2"), ["sgdsai"],
-                             quiet=True)
-
-
-def test_unknown_optimizer_is_bad_input():
-    with pytest.raises(BadInput, match="unknown optimizer 'adamx'"):
-        realrun.profile_real(ProfileSpec(model="tiny-gpt2", device="cpu"), resolve_model("tiny-gpt2"), ["adamx"],
-                             quiet=True)
+        realrun.run_real(ProfileSpec(model="tiny-gpt2", device="cuda"), resolve_model("tiny-gpt2"), ["sgdsai"])
 
 
 def test_ctrl_c_keeps_finished_runs(monkeypatch):
     """The second child is interrupted: the first run stays, the rest are skipped, no crash."""
     calls = []
 
-    def fake_run_child(job, progress, task):
-        calls.append(job["optimizer"])
+    def fake_run_child(job, on_event):
+        calls.append(job.optimizer)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return worker.run_job(job)
 
-    monkeypatch.setattr(realrun, "run_child", fake_run_child)
+    monkeypatch.setattr(child, "run_child", fake_run_child)
+    seen: list[Progress] = []
     spec = ProfileSpec(model="tiny-gpt2", device="cpu", batch_size=2, seq_len=16, warmup=1, steps=2)
-    doc = realrun.profile_real(spec, resolve_model("tiny-gpt2"), ["sgdsai", "adamw", "sgd"], quiet=True)
-    assert doc["interrupted"] is True
-    assert [(r["optimizer"], r["status"]) for r in doc["runs"]] == [("sgdsai", "ok"), ("adamw", "skipped"),
-                                                                     ("sgd", "skipped")]
-    assert "interrupted" in doc["runs"][1]["error"]
-    assert doc["model"]["params"] == 141_056
-    json.dumps(doc, allow_nan=False)
+    real = realrun.run_real(spec, resolve_model("tiny-gpt2"), ["sgdsai", "adamw", "sgd"], on_progress=seen.append)
+    result = real.result
+    assert result.interrupted is True and result.to_dict()["interrupted"] is True
+    assert [(r.optimizer, r.status) for r in result.runs] == [("sgdsai", "ok"), ("adamw", "skipped"),
+                                                              ("sgd", "skipped")]
+    assert "interrupted" in result.runs[1].error
+    assert result.model.params == 141_056
+    assert [(p.task, p.stage) for p in seen] == [("sgdsai", "starting"), ("sgdsai", "ok"), ("adamw", "starting"),
+                                                 ("adamw", "interrupted")]
+    json.dumps(result.to_dict(), allow_nan=False)
 
 
 def test_dead_worker_is_an_error_row(monkeypatch):
-    monkeypatch.setattr(realrun, "_child_command",
+    monkeypatch.setattr(child, "child_command",
                         lambda: [sys.executable, "-c", "import sys; print('boom', file=sys.stderr); sys.exit(3)"])
     spec = ProfileSpec(model="tiny-gpt2", device="cpu", batch_size=2, seq_len=16, warmup=1, steps=1)
-    doc = realrun.profile_real(spec, resolve_model("tiny-gpt2"), ["sgdsai"], quiet=True, estimate=False)
-    run = doc["runs"][0]
-    assert run["status"] == "error"
-    assert run["error"] == "worker process died (exit status 3): boom"
-    assert doc["environment"]["device"]["type"] == "cpu"
+    result = realrun.run_real(spec, resolve_model("tiny-gpt2"), ["sgdsai"], estimate=False).result
+    run = result.runs[0]
+    assert run.status == "error"
+    assert run.error == "worker process died (exit status 3): boom"
+    assert result.environment.device["type"] == "cpu" and "threads" in result.environment.device
+    assert result.model.params == 141_056  # from a meta build
 
 
-def test_profile_real_end_to_end_with_oom_plots_and_estimate(tmp_path, monkeypatch):
-    """Two spawned children: sgdsai runs, adamw hits a (simulated) OOM; the doc, CSVs and plots."""
-    monkeypatch.setenv("SGDSAI_TEST_RAISE_OOM", "adamw:optimizer_step")
+def test_run_real_end_to_end_with_oom_samples_and_estimate(tmp_path, monkeypatch):
+    """Two spawned children: sgdsai runs, adamw hits an (injected) OOM; the result, CSVs, progress."""
+    script = tmp_path / "failing_worker.py"
+    script.write_text(FAILURE_SCRIPT.format(optimizer="adamw", phase="optimizer_step"), encoding="utf-8")
+    monkeypatch.setattr(child, "child_command", lambda: [sys.executable, str(script)])
+    seen: list[Progress] = []
     spec = ProfileSpec(model="tiny-gpt2", precision="fp32", device="cpu", batch_size=2, seq_len=16, warmup=3,
                        steps=2)
-    doc = realrun.profile_real(spec, resolve_model("tiny-gpt2"), ["sgdsai", "adamw"], out_dir=tmp_path, quiet=True,
-                               sample_interval_ms=5)
+    real = realrun.run_real(spec, resolve_model("tiny-gpt2"), ["sgdsai", "adamw"], out_dir=tmp_path,
+                            sample_interval_ms=5, on_progress=seen.append)
+    doc = real.result.to_dict()
     assert doc["kind"] == "profile" and doc["spec"]["device"] == "cpu"
     assert doc["environment"]["device"]["type"] == "cpu"
-    ok, oom = doc["runs"]
-    assert (ok["optimizer"], ok["status"]) == ("sgdsai", "ok")
-    assert (oom["optimizer"], oom["status"]) == ("adamw", "oom")
+    ok, oom = real.result.runs
+    assert (ok.optimizer, ok.status) == ("sgdsai", "ok")
+    assert (oom.optimizer, oom.status) == ("adamw", "oom")
     # the estimate beside the OOM, and the estimate error where both exist
-    assert oom["memory"]["estimated_peak_bytes"] > 0
-    assert oom["memory"]["details"]["oom_phase"] == "optimizer_step"
-    errors = ok["memory"]["details"]["estimate_error_pct"]
+    assert oom.memory.estimated_peak_bytes > 0
+    assert oom.memory.details["oom_phase"] == "optimizer_step"
+    errors = ok.memory.details["estimate_error_pct"]
     assert errors["state_bytes"] == 0.0 and errors["param_bytes"] == 0.0
     assert errors["activation_peak_bytes"] == 0.0 and errors["peak_bytes"] == 0.0
-    assert ok["memory"]["estimated_peak_bytes"] == ok["memory"]["peak_allocated_bytes"]
-    # samples and figures
+    assert ok.memory.estimated_peak_bytes == ok.memory.peak_allocated_bytes
+    # progress: every step of the run that finished, then its status
+    sgdsai = [(p.completed, p.total, p.stage) for p in seen if p.task == "sgdsai"]
+    assert sgdsai[:2] == [(None, None, "starting"), (0, 5, "warmup")]
+    assert sgdsai[-3:] == [(4, 5, "measured"), (5, 5, "measured"), (5, 5, "ok")]
+    assert [p.stage for p in seen if p.task == "adamw"][-1] == "oom"
+    # samples: the paths of the result, nothing drawn
     import pandas as pd
 
-    samples = pd.read_csv(tmp_path / "samples-sgdsai.csv")
-    assert len(samples) >= 2
+    assert real.samples_csv == {"sgdsai": tmp_path / "samples-sgdsai.csv", "adamw": tmp_path / "samples-adamw.csv"}
+    samples = pd.read_csv(real.samples_csv["sgdsai"])
+    assert len(samples) >= 1
     assert {"t_s", "phase", "allocated_bytes", "rss_bytes"} <= set(samples.columns)
     assert samples["rss_bytes"].max() > 0
-    assert set(samples["phase"]) & {"forward", "backward", "optimizer_step"}
-    for stem in ("state-by-key", "latency", "memory-over-time"):
-        for ext in ("png", "svg"):
-            assert (tmp_path / f"{stem}.{ext}").stat().st_size > 1000
+    assert not list(tmp_path.glob("*.png")) and not list(tmp_path.glob("*.svg"))
     json.dumps(doc, allow_nan=False)
+
+
+def test_profile_real_is_the_dict_of_run_real(monkeypatch):
+    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))
+    spec = ProfileSpec(model="tiny-gpt2", device="cpu", batch_size=2, seq_len=16, warmup=1, steps=1)
+    doc = realrun.profile_real(spec, resolve_model("tiny-gpt2"), ["sgd"], quiet=True, estimate=False)
+    assert doc["kind"] == "profile" and [r["status"] for r in doc["runs"]] == ["ok"]
 
 
 def test_cli_profile_cpu_writes_json_and_plots(tmp_path):
@@ -266,8 +427,6 @@ def test_cli_profile_cpu_writes_json_and_plots(tmp_path):
     res = CliRunner().invoke(app, ["profile", "--model", "tiny-gpt2", "--device", "cpu", "--steps", "5",
                                    "--batch-size", "2", "--seq-len", "16", "--warmup", "1", "--optimizer", "sgdsai",
                                    "--out", str(out), "--json", str(rjson), "--quiet"])
-    if "not built yet" in (res.output or "") + str(getattr(res, "stderr", "")):
-        pytest.skip("sgdsai profile is not wired yet")
     assert res.exit_code == 0, res.output
     doc = json.loads(rjson.read_text())
     assert [(r["optimizer"], r["status"]) for r in doc["runs"]] == [("sgdsai", "ok")]
@@ -283,28 +442,35 @@ def test_cli_profile_cpu_writes_json_and_plots(tmp_path):
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+def cuda_job(*args, **kwargs) -> Job:
+    import dataclasses
+
+    j = job(*args, **kwargs)
+    j.spec = dataclasses.replace(j.spec, device="cuda")
+    return j
+
+
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
 def test_cuda_run_measures_allocator_and_state(precision, tmp_path):
-    j = job("tiny-gpt2", "adamw", precision, warmup=3, steps=5)
-    j["spec"]["device"] = "cuda"
-    j["samples_csv"] = str(tmp_path / "s.csv")
-    j["snapshot_path"] = str(tmp_path / "snap.pickle")
+    j = cuda_job("tiny-gpt2", "adamw", precision, warmup=3, steps=5, samples_csv=str(tmp_path / "s.csv"),
+                 snapshot_path=str(tmp_path / "snap.pickle"))
     result = worker.run_job(j)
-    run = result["run"]
-    assert run["status"] == "ok", run["error"]
-    mem = run["memory"]
-    meta = meta_state("tiny-gpt2", precision, "adamw")
-    assert mem["state_bytes_by_key"] == meta["state_bytes_by_key"]
-    assert mem["peak_reserved_bytes"] >= mem["peak_allocated_bytes"] > mem["state_bytes"]
-    assert mem["details"]["allocator_backend"] in ("native", "cudaMallocAsync")
-    assert mem["details"]["num_ooms"] == 0
-    assert {"active_peak_bytes", "reserved_peak_bytes"} <= set(mem["details"]["phases"]["backward"])
-    assert run["latency_ms"]["optimizer_step"]["n"] == 5
-    assert result["device"]["type"] == "cuda" and result["device"]["total_memory_bytes"] > 0
-    assert result["snapshot"] and Path(result["snapshot"]).stat().st_size > 0
-    assert Path(result["samples_csv"]).stat().st_size > 0
+    run = result.run
+    assert run.status == "ok", run.error
+    mem = run.memory
+    meta = meta_memory("tiny-gpt2", precision, "adamw")
+    assert mem.state_bytes_by_key == meta.state_bytes_by_key
+    assert mem.peak_reserved_bytes >= mem.peak_allocated_bytes > mem.state_bytes
+    assert mem.details["allocator_backend"] in ("native", "cudaMallocAsync")
+    assert mem.details["num_ooms"] == 0
+    assert {"active_peak_bytes", "reserved_peak_bytes"} <= set(mem.details["phases"]["backward"])
+    assert run.latency_ms["optimizer_step"]["n"] == 5
+    assert result.device["type"] == "cuda" and result.device["total_memory_bytes"] > 0
+    assert result.device["uuid"].startswith(("GPU-", "MIG-"))
+    assert result.snapshot and Path(result.snapshot).stat().st_size > 0
+    assert Path(result.samples_csv).stat().st_size > 0
 
 
 @pytest.mark.gpu
@@ -316,30 +482,26 @@ def test_cuda_run_without_nvml_is_a_note(monkeypatch):
         raise ImportError("no pynvml")
 
     monkeypatch.setattr(smp, "_import_pynvml", fail)
-    j = job("tiny-gpt2", "sgdsai", warmup=1, steps=2)
-    j["spec"]["device"] = "cuda"
-    run = worker.run_job(j)["run"]
-    assert run["status"] == "ok"
-    assert run["memory"]["nvml_used_peak_bytes"] is None
-    assert "NVML unavailable" in run["note"]
+    run = worker.run_job(cuda_job("tiny-gpt2", "sgdsai", warmup=1, steps=2)).run
+    assert run.status == "ok"
+    assert run.memory.nvml_used_peak_bytes is None
+    assert "NVML unavailable" in run.note
 
 
 @pytest.mark.gpu
 @needs_cuda
-def test_cuda_simulated_oom_keeps_peak(monkeypatch):
-    monkeypatch.setenv("SGDSAI_TEST_RAISE_OOM", "optimizer_step")
-    j = job("tiny-gpt2", "adamw", warmup=2, steps=2)
-    j["spec"]["device"] = "cuda"
-    run = worker.run_job(j)["run"]
-    assert run["status"] == "oom"
-    assert run["memory"]["details"]["oom_phase"] == "optimizer_step"
-    assert run["memory"]["peak_allocated_bytes"] > 0
+def test_cuda_injected_oom_keeps_peak(monkeypatch):
+    fail_at(monkeypatch, "optimizer_step")
+    run = worker.run_job(cuda_job("tiny-gpt2", "adamw", warmup=2, steps=2)).run
+    assert run.status == "oom"
+    assert run.memory.details["oom_phase"] == "optimizer_step"
+    assert run.memory.peak_allocated_bytes > 0
 
 
 def test_real_renderables_tables():
     from rich.console import Console
 
-    from sgdsai_cli.render.real import estimate_rows, fmt_size, phase_rows, real_renderables
+    from sgdsai_cli.render.real import estimate_rows, phase_rows, real_renderables
 
     mem = {"source": "measured", "param_bytes": 100, "state_bytes": 200, "peak_allocated_bytes": 1000,
            "details": {"phases": {"forward": {"before_bytes": 300, "allocated_peak_bytes": 900,
@@ -347,9 +509,9 @@ def test_real_renderables_tables():
                        "estimate": {"state_bytes": 200, "peak_bytes": 1100},
                        "estimate_error_pct": {"state_bytes": 0.0, "peak_bytes": 10.0},
                        "allocator_backend": "native", "num_ooms": 0}}
-    doc = {"spec": {"model": "gpt2", "precision": "bf16", "device": "cuda"},
-           "runs": [{"optimizer": "sgdsai", "status": "ok", "memory": mem, "note": "NVML v1"},
-                    {"optimizer": "adamw", "status": "oom", "memory": {"source": "meta"}}]}
+    doc = {"spec": {"model": "gpt2", "precision": "bf16", "device": "cuda"}, "model": {"name": "gpt2"},
+           "runs": [{"optimizer": "sgdsai", "impl": "foreach", "status": "ok", "memory": mem, "note": "NVML v1"},
+                    {"optimizer": "adamw", "impl": None, "status": "oom", "memory": {"source": "meta"}}]}
     assert phase_rows(doc) == [{"optimizer": "sgdsai", "phase": "forward", "before_bytes": 300, "peak_bytes": 900,
                                 "reserved_peak_bytes": 2048}]
     assert [(r["component"], r["estimate_bytes"], r["measured_bytes"], r["error_pct"]) for r in estimate_rows(doc)] \
@@ -359,8 +521,8 @@ def test_real_renderables_tables():
         console.print(item)
     text = console.export_text()
     assert "Memory by phase" in text and "+10.0" in text and "native" in text and "NVML v1" in text
-    assert [fmt_size(b) for b in (None, 12, 2048, 3 * 2**30)] == ["-", "12 B", "2.0 KiB", "3.000 GiB"]
-    assert real_renderables({"runs": [{"optimizer": "x", "status": "ok", "memory": {"source": "meta"}}]}) == []
+    meta_only = {**doc, "runs": [{"optimizer": "x", "impl": None, "status": "ok", "memory": {"source": "meta"}}]}
+    assert real_renderables(meta_only) == []
 
 
 @pytest.mark.parametrize(
@@ -369,4 +531,4 @@ def test_real_renderables_tables():
      ("sgdsai", "compiled", "sgdsai"), ("adamw-fused", "fused", "adamw-fused")],
 )
 def test_estimate_name_follows_the_impl_that_ran(optimizer, impl, name):
-    assert realrun.estimate_name(optimizer, impl) == name
+    assert compare.estimate_name(optimizer, impl) == name

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import types
 
 import pandas as pd
@@ -155,7 +154,18 @@ def test_memory_info_v1_fallback(monkeypatch):
     assert any("v2 unavailable" in n for n in notes)
 
 
+class FakeClock:
+    """Seconds that advance only when told to."""
+
+    def __init__(self) -> None:
+        self.t = 100.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
 def test_sampler_rows_phases_and_csv(tmp_path, monkeypatch):
+    """The sampler driven tick by tick on a fake clock: rows, labels, maxima and the CSV, exactly."""
     use(monkeypatch, fake_pynvml(GPUS))
     dev, _ = open_nvml(0, uuid=GPUS[0]["uuid"])
     counter = {"n": 0}
@@ -164,36 +174,40 @@ def test_sampler_rows_phases_and_csv(tmp_path, monkeypatch):
         counter["n"] += 1
         return 1000 * counter["n"], 4096
 
-    s = Sampler(5, allocator=allocator, nvml=dev)
-    with s:
-        s.phase, s.step = "forward", 0
-        time.sleep(0.08)
-        s.phase = "backward"
-        time.sleep(0.08)
-    n = len(s.rows)
-    assert 5 <= n <= 40  # ~32 ticks of 5 ms in 0.16 s; generous for a loaded machine
+    clock = FakeClock()
+    s = Sampler(5, allocator=allocator, nvml=dev, clock=clock)
+    for phase, step in (("setup", -1), ("forward", 0), ("forward", 0), ("backward", 0), ("optimizer_step", 1)):
+        s.phase, s.step = phase, step
+        clock.t += 0.005
+        s.tick()
+    assert len(s.rows) == 5
     assert all(len(r) == len(SAMPLE_COLUMNS) for r in s.rows)
-    phases = [r[SAMPLE_COLUMNS.index("phase")] for r in s.rows]
-    assert {"forward", "backward"} <= set(phases)
-    assert s.column_max("allocated_bytes") == 1000 * counter["n"]
+    col = {name: i for i, name in enumerate(SAMPLE_COLUMNS)}
+    assert [r[col["phase"]] for r in s.rows] == ["setup", "forward", "forward", "backward", "optimizer_step"]
+    assert [r[col["step"]] for r in s.rows] == [-1, 0, 0, 0, 1]
+    assert [r[col["t_s"]] for r in s.rows] == pytest.approx([0.005, 0.01, 0.015, 0.02, 0.025])
+    assert s.column_max("allocated_bytes") == 5000
     assert s.column_max("nvml_used_bytes") == 1 << 30
     assert s.column_max("power_w") == 412.0
     path = s.write_csv(tmp_path / "samples.csv")
     frame = pd.read_csv(path)
     assert list(frame.columns) == list(SAMPLE_COLUMNS)
-    assert len(frame) == n
+    assert len(frame) == 5
     assert frame["t_s"].is_monotonic_increasing
     assert frame["reserved_bytes"].eq(4096).all()
     assert frame["nvml_reserved_bytes"].eq(300 << 20).all()
 
 
-def test_sampler_without_nvml_or_allocator():
+def test_sampler_thread_starts_and_stops():
+    """The thread's rows, whatever their number: stop() always adds the end state's row."""
     s = Sampler(5)
+    assert not s.running
     s.start()
-    time.sleep(0.03)
+    assert s.running
     s.stop()
-    row = s.rows[-1]
-    named = dict(zip(SAMPLE_COLUMNS, row, strict=True))
+    assert not s.running
+    assert len(s.rows) >= 1
+    named = dict(zip(SAMPLE_COLUMNS, s.rows[-1], strict=True))
     assert named["rss_bytes"] > 10 << 20  # this Python process
     assert named["allocated_bytes"] is None and named["nvml_used_bytes"] is None and named["power_w"] is None
     assert s.column_max("nvml_used_bytes") is None
@@ -204,11 +218,10 @@ def test_allocator_failure_keeps_sampling():
         raise RuntimeError("allocator gone")
 
     s = Sampler(5, allocator=broken)
-    s.start()
-    time.sleep(0.03)
-    s.stop()
-    assert len(s.rows) >= 2
-    assert s.errors == ["allocator not readable: RuntimeError: allocator gone"]
+    s.tick()
+    s.tick()
+    assert len(s.rows) == 2 and all(r[SAMPLE_COLUMNS.index("rss_bytes")] for r in s.rows)
+    assert s.errors == ["allocator not readable: RuntimeError: allocator gone"]  # said once
 
 
 @pytest.mark.parametrize("interval", [0, -1.0])
@@ -220,16 +233,15 @@ def test_bad_interval(interval):
 def test_worker_nvml_absent_path(monkeypatch):
     """A CPU run never needs NVML; on CUDA an absent NVML is a note (checked on GPU by gpu tests)."""
     from sgdsai_cli.measure import worker
+    from sgdsai_cli.measure.job import Job
     from sgdsai_cli.models import resolve_model
-    from sgdsai_cli.results import ProfileSpec, to_plain
+    from sgdsai_cli.results import ProfileSpec
 
     def fail():
         raise ImportError("no pynvml")
 
     monkeypatch.setattr(smp, "_import_pynvml", fail)
     spec = ProfileSpec(model="tiny-vit", device="cpu", batch_size=2, warmup=1, steps=1)
-    job = {"spec": to_plain(spec), "model": worker.model_spec_to_dict(resolve_model("tiny-vit")),
-           "optimizer": "sgd", "sample_interval_ms": 5, "progress": False}
-    run = worker.run_job(job)["run"]
-    assert run["status"] == "ok"
-    assert run["memory"]["nvml_used_peak_bytes"] is None
+    run = worker.run_job(Job(spec, resolve_model("tiny-vit"), "sgd", sample_interval_ms=5)).run
+    assert run.status == "ok"
+    assert run.memory.nvml_used_peak_bytes is None

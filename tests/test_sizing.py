@@ -7,8 +7,10 @@ import torch
 
 from sgdsai_cli.files import write_json_atomic
 from sgdsai_cli.measure import sizing
+from sgdsai_cli.measure.storage import state_bytes_by_key, unique_bytes
 from sgdsai_cli.models import resolve_model
-from sgdsai_cli.results import ProfileSpec
+from sgdsai_cli.progress import Progress
+from sgdsai_cli.results import ProfileResult, ProfileSpec
 from sgdsai_cli.schema import load_document
 
 LLAMA7B_PARAMS = 6_738_415_616
@@ -19,8 +21,9 @@ SCALARS = LLAMA7B_TENSORS * 4  # one fp32 scalar per tensor: 1164 bytes
 
 def _runs(model: str, precision: str, optimizers: list[str], estimate: bool = False, **spec_kw) -> dict:
     spec = ProfileSpec(model=model, precision=precision, **spec_kw)
-    doc = sizing.profile_meta(spec, resolve_model(model), optimizers, estimate=estimate)
-    return doc
+    result = sizing.size_profile(spec, resolve_model(model), optimizers, estimate=estimate)
+    assert isinstance(result, ProfileResult)
+    return result.to_dict()
 
 
 @pytest.fixture(scope="module")
@@ -133,7 +136,33 @@ def test_state_bytes_by_key_counts_shared_storage_once():
     opt.state[p1]["momentum_buffer"] = shared
     opt.state[p2]["momentum_buffer"] = shared[:5]  # a view of the same storage
     opt.state[p2]["other"] = torch.zeros(3, dtype=torch.float64)
-    assert sizing.state_bytes_by_key(opt) == {"momentum_buffer": 40, "other": 24}
+    assert state_bytes_by_key(opt) == {"momentum_buffer": 40, "other": 24}
+
+
+def test_unique_bytes_counts_views_and_meta_storages_once():
+    a = torch.zeros(10)
+    meta1, meta2 = torch.empty(4, device="meta"), torch.empty(8, device="meta")  # both data_ptr() == 0
+    assert meta1.data_ptr() == meta2.data_ptr() == 0
+    assert unique_bytes([a, a[:5], a.view(2, 5)]) == 40
+    assert unique_bytes([meta1, meta2, meta1[1:]]) == 48
+
+
+def test_size_profile_reports_progress_per_optimizer():
+    seen: list[Progress] = []
+    spec = ProfileSpec(model="tiny-gpt2", batch_size=1, seq_len=16)
+    sizing.size_profile(spec, resolve_model("tiny-gpt2"), ["sgdsai", "torch:LBFGS"], on_progress=seen.append)
+    assert [(p.task, p.stage) for p in seen] == [("sgdsai", "sizing"), ("torch:LBFGS", "sizing"),
+                                                 ("torch:LBFGS", "error"), ("sgdsai", "estimate"), ("sgdsai", "ok")]
+    assert seen[-1].completed == seen[-1].total == 2
+
+
+def test_profile_meta_is_the_dict_of_size_profile():
+    spec = ProfileSpec(model="tiny-gpt2", batch_size=1, seq_len=16)
+    old = sizing.profile_meta(spec, resolve_model("tiny-gpt2"), ["sgdsai"], estimate=False)
+    new = sizing.size_profile(spec, resolve_model("tiny-gpt2"), ["sgdsai"], estimate=False).to_dict()
+    for doc in (old, new):
+        doc.pop("created_utc"), doc.pop("timing_s")
+    assert old == new
 
 
 def test_profile_meta_document_round_trips(tmp_path):

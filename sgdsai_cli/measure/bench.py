@@ -1,4 +1,7 @@
-"""Optimizer-step benchmark (``sgdsai bench-step``): ms per step, bytes moved, copy bandwidth.
+"""Optimizer-step benchmark (``bench-step``): ms per step, bytes moved, copy bandwidth.
+
+    result = bench_step(BenchSpec(model="llama2-7b", device="cuda", layers=4))   # a BenchResult
+    result.to_dict()                                                              # the JSON document
 
 Only parameter and gradient tensors shaped like a preset are built (no model, no activations),
 so a llama2-7b's step can be timed where its training could not run. Every optimizer (and
@@ -7,73 +10,48 @@ each keeps its own state. Steps are interleaved: each measured round runs every 
 (in a rotated order) plus one large ``copy_`` that measures the device's copy bandwidth in the
 same conditions, so a ratio compares timings taken side by side on a noisy machine.
 
-    bytes_per_step   the traffic the update needs at minimum (source "formula"): SGD-SaI and
-                     SGD with momentum read theta, g, m and write theta, m (5 tensors, 20 bytes
-                     per fp32 parameter); AdamW reads theta, g, m, v and writes theta, m, v (7, 28).
+    bytes_per_step   the traffic the update needs at minimum (source "formula"): the registry's
+                     tensors moved per parameter (``optim.registry.tensors_moved``: SGD-SaI and SGD
+                     with momentum 5, AdamW 7) x parameters x bytes per element.
     gb_per_s         bytes_per_step / median step time.
     copy bandwidth   2 * bytes / median time of ``dst.copy_(src)`` (a read and a write).
     ratio            median over rounds of (this step time / adamw-fused step time, same round).
 
-On a CPU a plain copy also reads the destination's cache lines before writing them, so a kernel
-that reads what it writes can exceed the copy's figure (bandwidth_fraction > 1).
+Times are summarised by ``stats.latency_summary`` (p50 = the median). On a CPU a plain copy also
+reads the destination's cache lines before writing them, so a kernel that reads what it writes
+can exceed the copy's figure (bandwidth_fraction > 1).
 """
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, did_you_mean
-from sgdsai_cli.measure.devices import device_record, meminfo_bytes, resolve_device
+from sgdsai_cli.measure import devices
+from sgdsai_cli.measure.bench_result import (
+    DEFAULT_OPTIMIZERS,
+    REFERENCE,
+    BenchResult,
+    BenchRow,
+    BenchSpec,
+    CopyProbe,
+    TensorSet,
+)
+from sgdsai_cli.measure.stats import latency_summary, median
+from sgdsai_cli.measure.stepping import quiet
 from sgdsai_cli.optim import IMPLS, SGDSaI, cpu_kernel
+from sgdsai_cli.progress import Progress, ProgressCallback, report_to
+from sgdsai_cli.results import Environment
 
-DEFAULT_OPTIMIZERS = ("sgdsai", "adamw-fused", "adamw-foreach")
-REFERENCE = "adamw-fused"
+__all__ = ["DEFAULT_OPTIMIZERS", "REFERENCE", "BenchResult", "BenchRow", "BenchSpec", "CopyProbe", "TensorSet",
+           "bench_step", "check_optimizer", "param_shapes"]
 SGDSAI_VARIANTS = tuple(f"sgdsai:{impl}" for impl in IMPLS if impl != "auto")
-# tensors read + written per parameter by the minimal update (see the module docstring)
-TENSORS_MOVED = {"sgdsai": 5, "sgdsai-ref": 5, "sgd": 5, "adamw": 7, "adamw-fused": 7, "adamw-foreach": 7,
-                 "adamw-loop": 7}
-# full-size state tensors per parameter, for the memory check
-STATE_COPIES = {"sgdsai": 1, "sgdsai-ref": 1, "sgd": 1}
 COPY_MAX_BYTES = 1 << 30  # the bandwidth probe copies at most 1 GiB
 MEMORY_HEADROOM = 0.85  # use at most this share of the free memory
-
-
-@dataclass
-class BenchSpec:
-    model: str
-    device: str = "auto"
-    precision: str = "fp32"
-    optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
-    layers: int | None = None
-    warmup: int = 3
-    steps: int = 11
-    seed: int = 0
-
-
-@dataclass
-class BenchRow:
-    """One optimizer's timings. Times in ms; bytes from the formula; ratios are medians of pairs."""
-
-    optimizer: str
-    impl: str | None
-    status: str = "ok"
-    step_ms: dict[str, Any] | None = None
-    first_step_ms: float | None = None
-    bytes_per_step: int | None = None
-    bytes_source: str | None = None
-    gb_per_s: float | None = None
-    copy_bandwidth_gb_per_s: float | None = None
-    bandwidth_fraction: float | None = None
-    ratio_to_adamw_fused: float | None = None
-    ratio_range: list[float] | None = None
-    error: str | None = None
-    details: dict[str, Any] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -86,88 +64,38 @@ def base_name(optimizer: str) -> str:
 
 
 def check_optimizer(name: str) -> str:
-    """Validate one --optimizer value: a registry name or ``sgdsai:IMPL``; BadInput otherwise."""
+    """Validate one optimizer name: a registry name or ``sgdsai:IMPL``; BadInput otherwise."""
     from sgdsai_cli.optim.registry import OPTIMIZER_NAMES, resolve_optimizer
 
     if name.startswith("sgdsai:"):
         if name not in SGDSAI_VARIANTS:
-            raise BadInput(f"unknown optimizer '{name}'" + did_you_mean(name, SGDSAI_VARIANTS))
+            raise BadInput(f"unknown optimizer '{name}'" + did_you_mean(name, SGDSAI_VARIANTS), value=name)
         return name
     try:
         resolve_optimizer(name)
     except BadInput:
-        raise BadInput(f"unknown optimizer '{name}'"
-                       + did_you_mean(name, tuple(OPTIMIZER_NAMES) + SGDSAI_VARIANTS)) from None
+        raise BadInput(f"unknown optimizer '{name}'" + did_you_mean(name, tuple(OPTIMIZER_NAMES) + SGDSAI_VARIANTS),
+                       value=name) from None
     return name
-
-
-
-
-def free_bytes(dev: torch.device) -> int | None:
-    """Free device memory: cudaMemGetInfo, or the host's MemAvailable (sysconf where /proc is absent)."""
-    if dev.type == "cuda":
-        return int(torch.cuda.mem_get_info(dev)[0])
-    avail = meminfo_bytes("MemAvailable")
-    if avail is None:
-        import os
-
-        try:
-            avail = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-        except (ValueError, OSError, AttributeError):
-            return None
-    return avail
-
-
-
-def param_shapes(model_spec, layers: int | None) -> list[tuple[str, tuple[int, ...]]]:
-    """(name, shape) of every parameter (tied ones once), or of the first ``layers`` decoder layers only."""
-    from sgdsai_cli.models import build_model, decoder_layers
-
-    model = build_model(model_spec, device="meta")
-    if layers is None:
-        return [(n, tuple(p.shape)) for n, p in model.named_parameters()]
-    blocks = decoder_layers(model)
-    if layers < 1 or layers > len(blocks):
-        raise BadInput(f"bad --layers {layers} (model '{model_spec.name}' has {len(blocks)} layers: 1..{len(blocks)})")
-    return [(f"layers.{i}.{n}", tuple(p.shape)) for i in range(layers) for n, p in blocks[i].named_parameters()]
-
-
-def state_copies(optimizer: str) -> int:
-    return STATE_COPIES.get(base_name(optimizer), 2)
-
-
-def bytes_needed(n_params: int, element_bytes: int, optimizers: tuple[str, ...]) -> int:
-    """Params + grads + every optimizer's state + the copy probe's two buffers."""
-    copies = 2 + sum(state_copies(o) for o in optimizers)
-    total = n_params * element_bytes
-    return total * copies + 2 * min(total, COPY_MAX_BYTES)
-
-
-def check_fits(spec: BenchSpec, model_spec, dev: torch.device, element_bytes: int) -> None:
-    """EnvironmentUnavailable (exit 3) when the tensors would not fit, with the --layers that would."""
-    n = sum(_numel(s) for _, s in param_shapes(model_spec, spec.layers))
-    need = bytes_needed(n, element_bytes, spec.optimizers)
-    free = free_bytes(dev)
-    if free is None or need <= free * MEMORY_HEADROOM:
-        return
-    hint = ""
-    try:
-        per_layer = sum(_numel(s) for _, s in param_shapes(model_spec, 1))
-        fit = int(free * MEMORY_HEADROOM // max(1, bytes_needed(per_layer, element_bytes, spec.optimizers)))
-        if fit >= 1:
-            hint = f"; try --layers {min(fit, len(_blocks(model_spec)))}"
-    except BadInput:
-        pass
-    raise EnvironmentUnavailable(
-        f"model '{spec.model}' ({'all layers' if spec.layers is None else f'{spec.layers} layers'}, {spec.precision}) "
-        f"needs {need / 2**30:.1f} GiB for parameters, gradients and the state of {len(spec.optimizers)} optimizers; "
-        f"{dev} has {free / 2**30:.1f} GiB free{hint}")
 
 
 def _blocks(model_spec):
     from sgdsai_cli.models import build_model, decoder_layers
 
     return decoder_layers(build_model(model_spec, device="meta"))
+
+
+def param_shapes(model_spec, layers: int | None) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, shape) of every parameter (tied ones once), or of the first ``layers`` decoder layers only."""
+    from sgdsai_cli.models import build_model
+
+    if layers is None:
+        return [(n, tuple(p.shape)) for n, p in build_model(model_spec, device="meta").named_parameters()]
+    blocks = _blocks(model_spec)
+    if layers < 1 or layers > len(blocks):
+        raise BadInput(f"bad layers {layers} (model '{model_spec.name}' has {len(blocks)} layers: 1..{len(blocks)})",
+                       field="layers", value=layers)
+    return [(f"layers.{i}.{n}", tuple(p.shape)) for i in range(layers) for n, p in blocks[i].named_parameters()]
 
 
 def _numel(shape) -> int:
@@ -177,8 +105,87 @@ def _numel(shape) -> int:
     return n
 
 
+def bytes_needed(n_params: int, element_bytes: int, optimizers: tuple[str, ...]) -> int:
+    """Params + grads + every optimizer's state (the registry's buffers) + the copy probe's two buffers."""
+    from sgdsai_cli.optim.registry import state_buffers
+
+    copies = 2 + sum(state_buffers(base_name(o)) for o in optimizers)
+    total = n_params * element_bytes
+    return total * copies + 2 * min(total, COPY_MAX_BYTES)
+
+
+def check_fits(spec: BenchSpec, model_spec, dev: torch.device, element_bytes: int) -> None:
+    """EnvironmentUnavailable (exit 3) when the tensors would not fit, with the layers that would."""
+    n = sum(_numel(s) for _, s in param_shapes(model_spec, spec.layers))
+    need = bytes_needed(n, element_bytes, spec.optimizers)
+    free = devices.free_bytes(dev)
+    if free is None or need <= free * MEMORY_HEADROOM:
+        return
+    blocks = len(_blocks(model_spec))
+    per_layer = sum(_numel(s) for _, s in param_shapes(model_spec, 1))
+    fit = min(int(free * MEMORY_HEADROOM // max(1, bytes_needed(per_layer, element_bytes, spec.optimizers))), blocks)
+    which = f"all {blocks} blocks" if spec.layers is None else f"{spec.layers} of {blocks} blocks"
+    raise EnvironmentUnavailable(
+        f"model '{spec.model}' ({which}, {spec.precision}) needs {need / 2**30:.1f} GiB for parameters, gradients "
+        f"and the state of {len(spec.optimizers)} optimizers; {dev} has {free / 2**30:.1f} GiB free"
+        + (f"; try layers {fit}" if fit >= 1 else ""), field="layers" if fit >= 1 else None,
+        value=fit if fit >= 1 else None)
+
+
+def _checked(spec: BenchSpec):
+    """(spec as run, model spec, device, precision) after every check, before any allocation."""
+    from sgdsai_cli.models import resolve_model
+    from sgdsai_cli.precision import resolve_precision
+
+    for name, value, minimum in (("warmup", spec.warmup, 0), ("steps", spec.steps, 1)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise BadInput(f"bad {name} {value!r} (must be {minimum} or more)", field=name, value=value)
+    optimizers = tuple(dict.fromkeys(check_optimizer(o) for o in spec.optimizers))
+    precision = resolve_precision(spec.precision)
+    if precision.autocast_dtype is not None:
+        raise BadInput(f"precision {spec.precision}: a step has no autocast; use fp32 (the same tensors), bf16 or fp16",
+                       field="precision", value=spec.precision)
+    model_spec = resolve_model(spec.model)
+    dev = devices.resolve_device(spec.device, auto="cpu", meta_refusal="time a step (it has no memory)")
+    run_spec = BenchSpec(spec.model, str(dev), spec.precision, optimizers, spec.layers, spec.warmup, spec.steps,
+                         spec.seed)
+    param_shapes(model_spec, spec.layers)  # a bad layers count is bad input before the memory check
+    check_fits(run_spec, model_spec, dev, precision.bytes_per_param)
+    return run_spec, model_spec, dev, precision
+
+
 # ---------------------------------------------------------------------------------------------
-# timing
+# tensors and optimizers
+
+
+def make_tensors(shapes, dev: torch.device, dtype: torch.dtype, seed: int) -> list[torch.nn.Parameter]:
+    """Parameters (std 0.02) with gradients (std 1e-3, mean 1e-4), filled on the device."""
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    params = []
+    for _, shape in shapes:
+        p = torch.nn.Parameter(torch.empty(shape, device=dev, dtype=dtype))
+        with torch.no_grad():
+            p.normal_(0.0, 0.02, generator=gen)
+        p.grad = torch.empty(shape, device=dev, dtype=dtype).normal_(1e-4, 1e-3, generator=gen)
+        params.append(p)
+    return params
+
+
+def build(name: str, params) -> tuple[torch.optim.Optimizer, str]:
+    """The optimizer ``name`` (``sgdsai:IMPL`` forces an implementation) and the impl predicted."""
+    if name.startswith("sgdsai:"):
+        opt = SGDSaI(params, impl=name.split(":", 1)[1])
+        return opt, opt.resolve_impl(params)
+    from sgdsai_cli.optim.registry import build_optimizer
+
+    return build_optimizer(name, params)
+
+
+def _failed_row(name: str, e: BaseException) -> BenchRow:
+    text = (str(e).splitlines() or [""])[0]
+    if devices.is_oom(e):
+        return BenchRow(name, None, status="oom", error=text)
+    return BenchRow(name, None, status="error", error=f"{type(e).__name__}: {text}".rstrip(": "))
 
 
 def _sync(dev: torch.device) -> Callable[[], None]:
@@ -193,172 +200,130 @@ def _timed(fn: Callable[[], Any], sync: Callable[[], None]) -> float:
     return (time.perf_counter() - t0) * 1e3
 
 
-def summary(times: list[float]) -> dict[str, Any]:
-    """p50/p90/min/max/n of a list of ms (DESIGN.md latency shape)."""
-    ordered = sorted(times)
-    p90 = ordered[min(len(ordered) - 1, int(round(0.9 * (len(ordered) - 1))))]
-    return {"p50": statistics.median(ordered), "p90": p90, "min": ordered[0], "max": ordered[-1], "n": len(ordered)}
+def _first_steps(optimizers, params, sync, say) -> tuple[dict, dict[str, float], list[BenchRow]]:
+    """Build every optimizer and time its first step (state allocation, g-SNR, kernel builds).
 
-
-def make_tensors(shapes, dev: torch.device, dtype: torch.dtype, seed: int) -> list[torch.nn.Parameter]:
-    """Parameters (std 0.02) with gradients (std 1e-3, mean 1e-4), filled on the device."""
-    gen = torch.Generator(device=dev).manual_seed(seed)
-    params = []
-    for _, shape in shapes:
-        p = torch.nn.Parameter(torch.empty(shape, device=dev, dtype=dtype))
-        with torch.no_grad():
-            p.normal_(0.0, 0.02, generator=gen)
-        g = torch.empty(shape, device=dev, dtype=dtype).normal_(1e-4, 1e-3, generator=gen)
-        p.grad = g
-        params.append(p)
-    return params
-
-
-def build(name: str, params) -> tuple[torch.optim.Optimizer, str]:
-    if name.startswith("sgdsai:"):
-        opt = SGDSaI(params, impl=name.split(":", 1)[1])
-        return opt, opt.resolve_impl(params)
-    from sgdsai_cli.optim.registry import build_optimizer
-
-    return build_optimizer(name, params)
-
-
-def _quiet(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """The official sgd_sai prints from step(): keep it off our output."""
-    import contextlib
-    import io
-
-    def run():
-        with contextlib.redirect_stdout(io.StringIO()):
-            return fn()
-
-    return run
-
-
-def _impl_used(opt, predicted: str) -> str:
-    return getattr(opt, "impl_used", None) or predicted
-
-
-def run_bench(spec: BenchSpec, *, on_event: Callable[[str], None] | None = None) -> tuple[dict, list[BenchRow], dict]:
-    """Time every optimizer's step interleaved; return (spec dict, rows, extra body fields)."""
-    from sgdsai_cli.models import resolve_model
-    from sgdsai_cli.precision import resolve_precision
-
-    say = on_event or (lambda _msg: None)
-    if spec.warmup < 0:
-        raise BadInput(f"bad --warmup {spec.warmup} (must be 0 or more)")
-    if spec.steps < 1:
-        raise BadInput(f"bad --steps {spec.steps} (must be 1 or more)")
-    optimizers = tuple(dict.fromkeys(check_optimizer(o) for o in spec.optimizers))
-    spec.optimizers = optimizers
-    precision = resolve_precision(spec.precision)
-    if precision.autocast_dtype is not None:
-        raise BadInput(f"--precision {spec.precision}: a step has no autocast; "
-                       "use fp32 (the same tensors), bf16 or fp16")
-    model_spec = resolve_model(spec.model)
-    dev = resolve_device(spec.device, meta_refusal="time a step (it has no memory)")
-    dtype = precision.param_dtype
-    shapes = param_shapes(model_spec, spec.layers)
-    element_bytes = precision.bytes_per_param
-    check_fits(spec, model_spec, dev, element_bytes)
-
-    say(f"allocating {len(shapes)} tensors on {dev}")
-    try:
-        params = make_tensors(shapes, dev, dtype, spec.seed)
-    except (torch.OutOfMemoryError, MemoryError) as e:
-        raise EnvironmentUnavailable(f"model '{spec.model}': the tensors do not fit on {dev} ({e}"
-                                     .splitlines()[0] + "); try --layers") from None
-    n_params = sum(p.numel() for p in params)
-    sync = _sync(dev)
-
-    rows: list[BenchRow] = []
+    Returns (name -> (optimizer, predicted impl), name -> first step ms, rows of those that failed):
+    an optimizer that cannot be built or stepped here is a row, not a crash.
+    """
     opts: dict[str, tuple[torch.optim.Optimizer, str]] = {}
-    for name in optimizers:
-        try:
-            opts[name] = build(name, params)
-        except Exception as e:  # an optimizer that cannot be built here is a row, not a crash
-            rows.append(BenchRow(name, None, status="error", error=f"{type(e).__name__}: {e}"))
-    # first step: state allocation, g-SNR, kernel builds (compilation) - reported apart
     first: dict[str, float] = {}
-    for name, (opt, _) in list(opts.items()):
-        say(f"first step: {name}")
+    failed: list[BenchRow] = []
+    for name in optimizers:
+        say(Progress(name, 0, 1, "first step"))
         try:
-            first[name] = _timed(_quiet(opt.step) if name == "sgdsai-ref" else opt.step, sync)
-        except torch.OutOfMemoryError as e:
-            rows.append(BenchRow(name, None, status="oom", error=str(e).splitlines()[0]))
-            del opts[name]
-        except Exception as e:  # e.g. LBFGS needs a closure: a row, not a crash
-            rows.append(BenchRow(name, None, status="error", error=f"{type(e).__name__}: {e}".splitlines()[0]))
-            del opts[name]
+            opt, predicted = build(name, params)
+            first[name] = _timed(quiet(opt.step), sync)
+        except Exception as e:  # e.g. LBFGS needs a closure
+            failed.append(_failed_row(name, e))
+            say(Progress(name, 1, 1, failed[-1].status))
+            continue
+        opts[name] = (opt, predicted)
+        say(Progress(name, 1, 1, "ok"))
+    return opts, first, failed
 
-    total_bytes = n_params * element_bytes
-    copy_elems = max(1, min(total_bytes, COPY_MAX_BYTES) // element_bytes)
-    src = torch.empty(copy_elems, device=dev, dtype=dtype).fill_(1.0)
-    dst = torch.empty_like(src)
-    tasks: dict[str, Callable[[], Any]] = {name: _quiet(opt.step) if name == "sgdsai-ref" else opt.step
-                                           for name, (opt, _) in opts.items()}
-    tasks["__copy__"] = lambda: dst.copy_(src)
 
+def _rounds(tasks: dict[str, Callable[[], Any]], spec: BenchSpec, sync, say) -> dict[str, list[float]]:
+    """Warm-up rounds, then ``spec.steps`` measured rounds in a rotated order; name -> ms per round."""
     names = list(tasks)
     for w in range(spec.warmup):
-        say(f"warm-up {w + 1}/{spec.warmup}")
+        say(Progress(spec.model, w + 1, spec.warmup, "warmup"))
         for name in names:
             _timed(tasks[name], sync)
     times: dict[str, list[float]] = {name: [] for name in names}
     for i in range(spec.steps):
-        say(f"round {i + 1}/{spec.steps}")
+        say(Progress(spec.model, i + 1, spec.steps, "measured"))
         k = i % len(names)
         for name in names[k:] + names[:k]:  # rotate the order: no optimizer always runs first
             times[name].append(_timed(tasks[name], sync))
+    return times
 
-    copy_ms = statistics.median(times["__copy__"])
-    copy_gbps = 2 * copy_elems * element_bytes / (copy_ms * 1e-3) / 1e9
+
+# ---------------------------------------------------------------------------------------------
+# the benchmark
+
+
+def _row(name: str, opt, predicted: str, times: dict[str, list[float]], first_ms: float, n_params: int,
+         element_bytes: int, copy_gbps: float, dev: torch.device) -> BenchRow:
+    from sgdsai_cli.optim.registry import tensors_moved
+
+    step = latency_summary(times[name])
+    row = BenchRow(name, getattr(opt, "impl_used", None) or predicted, step_ms=step, first_step_ms=first_ms,
+                   copy_bandwidth_gb_per_s=copy_gbps)
+    moved = tensors_moved(base_name(name))
+    if moved is not None:
+        row.bytes_per_step = moved * n_params * element_bytes
+        row.bytes_source = "formula"
+        row.gb_per_s = row.bytes_per_step / (step["p50"] * 1e-3) / 1e9
+        row.bandwidth_fraction = row.gb_per_s / copy_gbps
     ref = times.get(REFERENCE)
-    for name, (opt, predicted) in opts.items():
-        step = summary(times[name])
-        moved = TENSORS_MOVED.get(base_name(name))
-        row = BenchRow(name, _impl_used(opt, predicted), step_ms=step, first_step_ms=first[name],
-                       copy_bandwidth_gb_per_s=copy_gbps)
-        if moved is not None:
-            row.bytes_per_step = moved * n_params * element_bytes
-            row.bytes_source = "formula"
-            row.gb_per_s = row.bytes_per_step / (step["p50"] * 1e-3) / 1e9
-            row.bandwidth_fraction = row.gb_per_s / copy_gbps
-        if ref is not None:
-            ratios = [a / b for a, b in zip(times[name], ref, strict=True)]
-            row.ratio_to_adamw_fused = statistics.median(ratios)
-            row.ratio_range = [min(ratios), max(ratios)]
-        if isinstance(opt, SGDSaI) and row.impl == "compiled":
-            row.details["compiled_backend"] = "c" if dev.type == "cpu" else "triton"
-            kernel = cpu_kernel() if dev.type == "cpu" else None
-            if kernel is not None:  # the first step's share spent building/loading the kernel
-                row.details.update(kernel_built=kernel.built, kernel_load_ms=kernel.load_ms,
-                                   kernel_flags=kernel.flags, openmp=kernel.openmp)
-        rows.append(row)
-    order = {name: i for i, name in enumerate(optimizers)}
+    if ref is not None:
+        ratios = [a / b for a, b in zip(times[name], ref, strict=True)]
+        row.ratio_to_adamw_fused = median(ratios)
+        row.ratio_range = [min(ratios), max(ratios)]
+    if isinstance(opt, SGDSaI) and row.impl == "compiled":
+        row.details["compiled_backend"] = "c" if dev.type == "cpu" else "triton"
+        kernel = cpu_kernel() if dev.type == "cpu" else None
+        if kernel is not None:  # the first step's share spent building/loading the kernel
+            row.details.update(kernel_built=kernel.built, kernel_load_ms=kernel.load_ms, kernel_flags=kernel.flags,
+                               openmp=kernel.openmp)
+    return row
+
+
+def bench_step(spec: BenchSpec, *, on_progress: ProgressCallback | None = None) -> BenchResult:
+    """Time every optimizer's step interleaved (see the module docstring); the typed result.
+
+    Raises BadInput for a bad request and EnvironmentUnavailable when the device is absent or the
+    tensors do not fit, before any allocation. Progress: "allocating", then one task per optimizer
+    for its first step, then task ``spec.model`` through the warm-up and measured rounds.
+    """
+    say = report_to(on_progress)
+    spec, model_spec, dev, precision = _checked(spec)
+    shapes = param_shapes(model_spec, spec.layers)
+    element_bytes = precision.bytes_per_param
+    say(Progress(spec.model, None, None, "allocating"))
+    try:
+        params = make_tensors(shapes, dev, precision.param_dtype, spec.seed)
+    except Exception as e:
+        if not devices.is_oom(e):
+            raise
+        why = (str(e).splitlines() or [""])[0]
+        raise EnvironmentUnavailable(f"model '{spec.model}': the tensors do not fit on {dev} ({why}); try fewer layers",
+                                     field="layers") from None
+    n_params = sum(p.numel() for p in params)
+    sync = _sync(dev)
+    opts, first, rows = _first_steps(spec.optimizers, params, sync, say)
+    total_bytes = n_params * element_bytes
+    copy_elems = max(1, min(total_bytes, COPY_MAX_BYTES) // element_bytes)
+    src = torch.empty(copy_elems, device=dev, dtype=precision.param_dtype).fill_(1.0)
+    dst = torch.empty_like(src)
+    tasks: dict[str, Callable[[], Any]] = {name: quiet(opt.step) if name == "sgdsai-ref" else opt.step
+                                           for name, (opt, _) in opts.items()}
+    tasks["__copy__"] = lambda: dst.copy_(src)
+    times = _rounds(tasks, spec, sync, say)
+    copy = CopyProbe(copy_elems * element_bytes, latency_summary(times["__copy__"]), 0.0)
+    copy.gb_per_s = 2 * copy.bytes / (median(times["__copy__"]) * 1e-3) / 1e9
+    rows += [_row(name, opt, predicted, times, first[name], n_params, element_bytes, copy.gb_per_s, dev)
+             for name, (opt, predicted) in opts.items()]
+    order = {name: i for i, name in enumerate(spec.optimizers)}
     rows.sort(key=lambda r: order.get(r.optimizer, len(order)))
-
-    spec_dict = {"model": spec.model, "precision": spec.precision, "device": str(dev), "layers": spec.layers,
-                 "optimizers": list(optimizers), "warmup": spec.warmup, "steps": spec.steps, "seed": spec.seed}
-    body = {
-        "tensors": {"count": len(shapes), "params": n_params, "param_bytes": total_bytes,
-                    "largest_tensor_bytes": max(p.numel() for p in params) * element_bytes},
-        "copy": {"bytes": copy_elems * element_bytes, "ms": summary(times["__copy__"]),
-                 "gb_per_s": copy_gbps},
-        "device_record": device_record(dev),
-    }
-    return spec_dict, rows, body
+    tensors = TensorSet(len(shapes), n_params, total_bytes, max(p.numel() for p in params) * element_bytes)
+    return BenchResult(spec, tensors, copy, rows, Environment.current(devices.device_record(dev)))
 
 
-def bench_document(spec: BenchSpec, *, on_event=None) -> dict:
-    """Run the benchmark and wrap it in the DESIGN.md envelope (kind "bench-step")."""
-    from sgdsai_cli.results import envelope, to_plain
-
-    spec_dict, rows, body = run_bench(spec, on_event=on_event)
-    device = body.pop("device_record")
-    return envelope("bench-step", spec_dict, {**body, "rows": to_plain(rows)}, device)
+def _event_text(p: Progress) -> str:
+    count = f" {p.completed}/{p.total}" if p.total else ""
+    return f"{p.task}: {p.stage}{count}"
 
 
+# retired by the lead when cli/bench_step.py moves to the public API
+def bench_document(spec: BenchSpec, *, on_event: Callable[[str], None] | None = None) -> dict:
+    """``bench_step(spec).to_dict()``, progress as one line of text per event."""
+    say = on_event or (lambda _text: None)
+    return bench_step(spec, on_progress=lambda p: say(_event_text(p))).to_dict()
+
+
+# retired by the lead when cli/bench_step.py moves to the public API
 def rows_table(doc: dict) -> list[dict[str, Any]]:
     """Flat rows for a table renderer: numbers, not strings."""
     out = []

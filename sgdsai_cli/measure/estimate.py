@@ -4,7 +4,7 @@ One forward, backward and optimizer step run under ``FakeTensorMode`` (tensors w
 dtypes and devices but no data), with CPU as the fake device so that the kernels chosen are real
 ones (scaled-dot-product attention takes the flash path that keeps O(S) memory, as on a GPU;
 the meta device would pick the math path and its [B, H, S, S] score matrix). A
-``TorchDispatchMode`` (``_Tracker``) sees every op: each output storage that is not one of the
+``TorchDispatchMode`` (``tracker.LiveTracker``) sees every op: each output storage that is not one of the
 op's inputs is an allocation (its ``nbytes``), and a weak reference on the storage object reports
 its free. Live bytes and their peak are therefore exact for the op sequence PyTorch runs, before
 the CUDA caching allocator's rounding (blocks of 512 bytes and larger segments) and without the
@@ -39,13 +39,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import time
-import weakref
 from dataclasses import dataclass, field
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_leaves
 
+from sgdsai_cli.measure.stepping import SymbolicScalars, quiet_step, use_cuda_default_path
+from sgdsai_cli.measure.storage import state_tensors, unique_bytes
+from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.precision import Precision
 
 # Depth traced for models with more layers: first, one middle and last block.
@@ -64,66 +64,33 @@ class _Segment:
     freed_by_origin: dict[str, int] = field(default_factory=dict)  # bytes freed here, by allocating segment
 
 
-class _Tracker(TorchDispatchMode):
-    """Live storage bytes allocated while the mode is active (exact, per op), in segments.
+class _SegmentTracker(LiveTracker):
+    """The live-tensor tracker, cut into segments by ``mark``; gradients apart from activations.
 
-    ``live``: bytes of storages created under the mode and still alive. ``grad_bytes``: the part
-    of ``live`` that is accumulated ``.grad`` (reported by ``note_grad``); ``act`` = live - grads.
+    ``grad_bytes``: the part of ``live`` that is accumulated ``.grad`` (reported by ``note_grad``);
+    activations are ``live - grad_bytes``. Each segment keeps its start, its highest point and,
+    per allocating segment, the bytes freed in it.
     """
 
     def __init__(self) -> None:
         super().__init__()
-        self.live = 0
         self.grad_bytes = 0
-        self.peak = 0
         self.act_peak = 0
-        self.ops = 0
-        self._refs: dict[int, tuple[weakref.ref, str]] = {}
         self.segments: list[_Segment] = []
         self._seg = _Segment("start", 0, 0, 0, 0)
 
-    # -- allocation bookkeeping
-    def _freed(self, key: int, nbytes: int):
-        def callback(_ref) -> None:
-            entry = self._refs.pop(key, None)
-            if entry is not None:
-                self.live -= nbytes
-                freed = self._seg.freed_by_origin
-                freed[entry[1]] = freed.get(entry[1], 0) + nbytes
-
-        return callback
-
-    def _add(self, storage) -> None:
-        key = storage._cdata
-        if key in self._refs:
-            return
-        nbytes = storage.nbytes()
-        self._refs[key] = (weakref.ref(storage, self._freed(key, nbytes)), self._seg.label)
-        self.live += nbytes
+    def allocated(self, nbytes: int) -> str:
         act = self.live - self.grad_bytes
-        self.peak = max(self.peak, self.live)
         self.act_peak = max(self.act_peak, act)
         seg = self._seg
         seg.max_live = max(seg.max_live, self.live)
         seg.max_act = max(seg.max_act, act)
+        return seg.label
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        self.ops += 1
-        out = func(*args, **kwargs)
-        inputs = {
-            t.untyped_storage()._cdata
-            for t in tree_leaves((args, kwargs))
-            if isinstance(t, torch.Tensor)
-        }
-        for t in tree_leaves(out):
-            if isinstance(t, torch.Tensor):
-                st = t.untyped_storage()
-                if st._cdata not in inputs:
-                    self._add(st)
-        return out
+    def freed(self, nbytes: int, tag: str) -> None:
+        freed = self._seg.freed_by_origin
+        freed[tag] = freed.get(tag, 0) + nbytes
 
-    # -- gradients and segments
     def note_grad(self, nbytes: int) -> None:
         """A parameter's gradient (``nbytes``, already live) was accumulated: it is no activation now."""
         self.grad_bytes += nbytes
@@ -236,7 +203,7 @@ def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int
     spec = with_depth(model_spec, depth) if depth != model_depth(model_spec) else model_spec
     fake_mode = _fake_mode()
     model = _build_fake(spec, precision.param_dtype, fake_mode)
-    tracker = _Tracker()
+    tracker = _SegmentTracker()
     handles = []
     counted: set[int] = set()
 
@@ -337,78 +304,6 @@ def activation_bytes(model_spec, precision: Precision, batch_size: int, seq_len:
 # optimizer step
 
 
-def _unique_storage_bytes(tensors) -> int:
-    seen: dict[int, int] = {}
-    for t in tensors:
-        st = t.untyped_storage()
-        seen.setdefault(st._cdata, st.nbytes())
-    return sum(seen.values())
-
-
-def _state_tensors(optimizer):
-    return [v for state in optimizer.state.values() for v in state.values() if isinstance(v, torch.Tensor)]
-
-
-class SymbolicScalars(TorchDispatchMode):
-    """Answer ``Tensor.item()`` on meta and fake tensors with 1 (they have no values), counting reads.
-
-    Some optimizers read a scalar on the host (Adafactor's step count and norms, the official
-    SGD-SaI's tensor ``alpha``). Their memory does not depend on the value, so sizing and tracing
-    go on with 1 (``True`` for bool) and the row says how many values were invented.
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.reads = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        if func is torch.ops.aten._local_scalar_dense.default and _symbolic(args[0]):
-            self.reads += 1
-            t = args[0]
-            return True if t.dtype == torch.bool else 1.0 if (t.is_floating_point() or t.is_complex()) else 1
-        return func(*args, **(kwargs or {}))
-
-
-def _symbolic(t: torch.Tensor) -> bool:
-    from torch._subclasses.fake_tensor import is_fake
-
-    return t.device.type == "meta" or is_fake(t)
-
-
-def quiet_step(optimizer, scalars: SymbolicScalars) -> None:
-    """``optimizer.step()`` with symbolic scalar reads answered and stdout swallowed (the official
-    SGD-SaI prints on its first step; the core never prints)."""
-    import contextlib
-    import io
-
-    with contextlib.redirect_stdout(io.StringIO()), scalars:
-        optimizer.step()
-
-
-def use_cuda_default_path(optimizer) -> str:
-    """Make ``optimizer`` take the path it would take with every tensor on CUDA; return that impl.
-
-    On CUDA, torch optimizers left at ``foreach=None`` (not fused) run foreach, and SGDSaI's
-    ``impl="auto"`` runs foreach; on CPU, meta or fake tensors both default to the per-tensor loop.
-    Sizing and estimates describe a GPU run, so they set the CUDA choice explicitly.
-    """
-    from sgdsai_cli.optim import SGDSaI
-
-    if isinstance(optimizer, SGDSaI):
-        if optimizer.impl == "auto":
-            optimizer.impl = "foreach"
-        return optimizer.impl
-    impls = set()
-    for group in optimizer.param_groups:
-        if group.get("fused"):
-            impls.add("fused")
-            continue
-        if "foreach" in group and group["foreach"] is None and not group.get("differentiable", False):
-            group["foreach"] = True
-        impls.add("foreach" if group.get("foreach") else "loop")
-    return impls.pop() if len(impls) == 1 else "mixed" if impls else "loop"
-
-
 @functools.lru_cache(maxsize=2)
 def _fake_model_with_grads(model_spec, dtype: torch.dtype):
     """The full model as fake CPU tensors, every parameter with a fake gradient (shared by step traces)."""
@@ -431,11 +326,11 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
         opt, _ = build_optimizer(optimizer, model.parameters())
         impl = use_cuda_default_path(opt)
         scalars = SymbolicScalars()
-        first = _Tracker()
+        first = LiveTracker()
         with first:
             quiet_step(opt, scalars)
-        state_bytes = _unique_storage_bytes(_state_tensors(opt))
-        steady = _Tracker()
+        state_bytes = unique_bytes(state_tensors(opt))
+        steady = LiveTracker()
         with steady:
             quiet_step(opt, scalars)
     del opt
@@ -488,7 +383,5 @@ def param_bytes(model_spec, precision: Precision) -> int:
     from sgdsai_cli import models
 
     model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
-    return _unique_storage_bytes(model.parameters())
+    return unique_bytes(model.parameters())
 
-
-_param_bytes = param_bytes  # the name the planner first used

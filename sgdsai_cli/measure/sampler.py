@@ -20,7 +20,7 @@ it, else v1 (``used`` includes it); ``memory_api`` says which.
 
 The sampler thread holds the GIL only to read the allocator counters and append a tuple: NVML
 calls go through ctypes, which releases the GIL. ``benchmarks/sampler_overhead.py`` measures the
-effect on step latency.
+effect on step latency. ``sample()`` reads every source once and can be driven without the thread.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from sgdsai_cli.measure.devices import cuda_uuid
 
 SAMPLE_COLUMNS = (
     "t_s",  # seconds since the sampler started
@@ -181,20 +183,6 @@ def open_nvml(torch_index: int = 0, uuid: str | None = None) -> tuple[NvmlDevice
     return None, notes
 
 
-def cuda_uuid(torch_index: int) -> str | None:
-    """torch's UUID of CUDA device ``torch_index`` as 'GPU-xxxxxxxx-...' (None where unknown)."""
-    try:
-        import torch
-
-        u = getattr(torch.cuda.get_device_properties(torch_index), "uuid", None)
-    except Exception:
-        return None
-    if u is None:
-        return None
-    s = str(u)
-    return s if s.upper().startswith(("GPU-", "MIG-")) else f"GPU-{s}"
-
-
 def cuda_allocator_reader(torch_index: int) -> Callable[[], tuple[int, int]]:
     """A cheap reader of (allocated, reserved) current bytes from the caching allocator."""
     import torch
@@ -239,10 +227,13 @@ class Sampler:
 
     ``allocator`` returns (allocated, reserved) bytes, or (live, None) on the CPU; ``nvml`` is an
     NvmlDevice or None. The training loop sets ``phase`` and ``step``; the thread only reads them.
+    ``clock`` gives seconds (``t_s`` counts from its value at ``start``); ``tick()`` takes one
+    sample without the thread.
     """
 
     def __init__(self, interval_ms: float = 10.0, *, allocator: Callable[[], tuple] | None = None,
-                 nvml: NvmlDevice | None = None, power: bool = True):
+                 nvml: NvmlDevice | None = None, power: bool = True,
+                 clock: Callable[[], float] = time.perf_counter):
         if not interval_ms > 0:
             raise ValueError(f"interval_ms must be > 0, got {interval_ms!r}")
         self.interval_s = interval_ms / 1000.0
@@ -255,11 +246,12 @@ class Sampler:
         self.errors: list[str] = []
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._t0 = 0.0
+        self._clock = clock
+        self._t0 = clock()
 
     def sample(self) -> tuple:
         """Read every source once; one row of SAMPLE_COLUMNS."""
-        t = time.perf_counter() - self._t0
+        t = self._clock() - self._t0
         alloc = reserved = None
         if self.allocator is not None:
             try:
@@ -277,30 +269,41 @@ class Sampler:
         return (round(t, 6), self.step, self.phase, alloc, reserved, rss_bytes(), used, nv_reserved, util, power,
                 energy)
 
+    def tick(self) -> tuple:
+        """Take one sample and keep it (what the thread does every interval)."""
+        row = self.sample()
+        self.rows.append(row)
+        return row
+
     def _run(self) -> None:
-        next_t = time.perf_counter()
+        next_t = self._clock()
         while not self._stop.is_set():
-            self.rows.append(self.sample())
+            self.tick()
             next_t += self.interval_s
-            delay = next_t - time.perf_counter()
+            delay = next_t - self._clock()
             if delay < 0:  # fell behind (slow NVML query): skip ticks rather than burst
-                next_t = time.perf_counter()
+                next_t = self._clock()
                 delay = 0.0
             self._stop.wait(delay)
 
     def start(self) -> Sampler:
-        self._t0 = time.perf_counter()
+        self._t0 = self._clock()
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="sgdsai-sampler", daemon=True)
         self._thread.start()
         return self
+
+    @property
+    def running(self) -> bool:
+        """Whether the sampling thread is running (between ``start`` and ``stop``)."""
+        return self._thread is not None
 
     def stop(self) -> None:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
             self._thread = None
-        self.rows.append(self.sample())  # a last row at the end state
+        self.tick()  # a last row at the end state
 
     def __enter__(self) -> Sampler:
         return self.start()

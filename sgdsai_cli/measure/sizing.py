@@ -1,13 +1,15 @@
 """Exact sizing on the meta device: parameters, gradients and each optimizer's state, in bytes.
 
+    result = size_profile(spec, model_spec, ["sgdsai", "adamw"])   # a ProfileResult, no printing
+
 The model is built under ``torch.device("meta")`` (shapes and dtypes, no storage), every
 parameter gets a meta gradient, and each requested optimizer is constructed and its real
 ``step()`` called once: optimizer state is created lazily by the first step, so reading
 ``optimizer.state`` afterwards gives the bytes the optimizer itself allocates, per key, never a
-formula. Tensors are counted once per storage (tied parameters, shared state): meta tensors all
-have ``data_ptr() == 0``, so identity is the storage object (``untyped_storage()._cdata``).
+formula. Tensors are counted once per storage (tied parameters, shared state), by the rule of
+``storage``.
 
-Optimizers take the path they would take on CUDA (``estimate.use_cuda_default_path``). Fused
+Optimizers take the path they would take on CUDA (``stepping.use_cuda_default_path``). Fused
 AdamW has no meta kernel: its state is sized by stepping the same AdamW through the foreach path,
 whose state (``step``, ``exp_avg``, ``exp_avg_sq``) is the same, and the row says so.
 
@@ -23,43 +25,17 @@ import torch
 
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.measure import estimate as est
+from sgdsai_cli.measure.stepping import SymbolicScalars, quiet_step, use_cuda_default_path
+from sgdsai_cli.measure.storage import state_bytes_by_key, unique_bytes
 from sgdsai_cli.optim.registry import build_optimizer, resolve_optimizer
 from sgdsai_cli.precision import Precision, resolve_precision
-from sgdsai_cli.results import MemoryResult, ModelInfo, ProfileSpec, RunResult, profile_document
+from sgdsai_cli.progress import Progress, ProgressCallback, report_to
+from sgdsai_cli.results import META_DEVICE, Environment, MemoryResult, ModelInfo, ProfileResult, ProfileSpec, RunResult
 
 FUSED_NOTE = "fused AdamW cannot step on meta; state sized through the foreach path (same state)"
-META_DEVICE = {"type": "meta", "name": "meta", "total_memory_bytes": None, "uuid": None, "driver": None}
 
 
-def _storage_key(t: torch.Tensor) -> int:
-    return t.untyped_storage()._cdata
-
-
-def unique_bytes(tensors) -> int:
-    """Bytes of the distinct storages behind ``tensors`` (each shared storage counted once)."""
-    seen: dict[int, int] = {}
-    for t in tensors:
-        seen.setdefault(_storage_key(t), t.untyped_storage().nbytes())
-    return sum(seen.values())
-
-
-def state_bytes_by_key(optimizer: torch.optim.Optimizer) -> dict[str, int]:
-    """Bytes of ``optimizer.state`` tensors per state key, each storage counted once (first key wins)."""
-    seen: set[int] = set()
-    by_key: dict[str, int] = {}
-    for state in optimizer.state.values():
-        for key, value in state.items():
-            if not isinstance(value, torch.Tensor):
-                continue
-            k = _storage_key(value)
-            if k in seen:
-                continue
-            seen.add(k)
-            by_key[str(key)] = by_key.get(str(key), 0) + value.untyped_storage().nbytes()
-    return by_key
-
-
-def model_info(model: torch.nn.Module, model_spec, precision: Precision | str) -> ModelInfo:
+def model_info(model: torch.nn.Module, model_spec) -> ModelInfo:
     """Counts and bytes of ``model``'s parameters (tied tensors once); gradients are the same size."""
     params = list(model.parameters())  # de-duplicated by identity: a tied head appears once
     param_bytes = unique_bytes(params)
@@ -94,9 +70,9 @@ def size_optimizer(model: torch.nn.Module, optimizer: str) -> tuple[dict[str, in
         use_impl = "foreach"
         note = FUSED_NOTE
     else:
-        use_impl = est.use_cuda_default_path(opt)
-    scalars = est.SymbolicScalars()
-    est.quiet_step(opt, scalars)
+        use_impl = use_cuda_default_path(opt)
+    scalars = SymbolicScalars()
+    quiet_step(opt, scalars)
     if scalars.reads:
         note = "; ".join(filter(None, [note, f"meta tensors have no values: {scalars.reads} scalar reads "
                                              "(Tensor.item) answered with 1 while sizing"]))
@@ -104,7 +80,8 @@ def size_optimizer(model: torch.nn.Module, optimizer: str) -> tuple[dict[str, in
     return by_key, (impl if impl == "fused" else use_impl), note
 
 
-def _error_text(e: BaseException) -> str:
+def error_text(e: BaseException) -> str:
+    """'TypeError: first line of the message' (the class alone when there is no message)."""
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
@@ -115,7 +92,7 @@ def _size_run(model, optimizer: str, estimate: bool, info: ModelInfo) -> RunResu
     except EnvironmentUnavailable as e:
         return RunResult(optimizer=optimizer, impl=None, status="skipped", error=str(e))
     except Exception as e:  # an optimizer that cannot step (needs a closure, sparse grads, ...)
-        return RunResult(optimizer=optimizer, impl=None, status="error", error=_error_text(e))
+        return RunResult(optimizer=optimizer, impl=None, status="error", error=error_text(e))
     memory = MemoryResult(
         source="fake" if estimate else "meta",
         state_bytes=sum(by_key.values()),
@@ -133,7 +110,7 @@ def _add_estimate(run: RunResult, model_spec, spec: ProfileSpec, precision: Prec
     except BadInput:
         raise
     except Exception as exc:
-        run.note = "; ".join(filter(None, [run.note, f"no step estimate ({_error_text(exc)})"]))
+        run.add_note(f"no step estimate ({error_text(exc)})")
         return
     memory = run.memory
     memory.activation_peak_bytes = e.activation_peak_bytes
@@ -142,33 +119,50 @@ def _add_estimate(run: RunResult, model_spec, spec: ProfileSpec, precision: Prec
     memory.details = {"forward_backward_peak_bytes": e.forward_backward_peak_bytes, **e.details}
 
 
-def profile_meta(spec: ProfileSpec, model_spec, optimizers: list[str], *, estimate: bool = True) -> dict:
-    """The full profile document (DESIGN.md section 4) of ``optimizers`` on ``model_spec``, from meta.
+def size_profile(spec: ProfileSpec, model_spec, optimizers: list[str], *, estimate: bool = True,
+                 on_progress: ProgressCallback | None = None) -> ProfileResult:
+    """The profile of ``optimizers`` on ``model_spec``, sized on meta (no device, no printing).
 
     State, parameter and gradient bytes are exact from the meta device (memory.source "meta");
     with ``estimate`` the fake-tensor step trace adds activation_peak_bytes, step_transient_bytes
     and estimated_peak_bytes (memory.source "fake"). A run that fails becomes status "error".
-    The document also carries ``timing_s``: seconds spent sizing and estimating.
+    ``timing_s`` says the seconds spent sizing and estimating. Progress: one task per optimizer,
+    stages "sizing", "estimate", then the run's status.
     """
+    say = report_to(on_progress)
     precision = resolve_precision(spec.precision)
     for name in optimizers:
         resolve_optimizer(name)  # unknown names are bad input, before any work
     if estimate:
         _check_shape(model_spec, spec)
+    units = 2 if estimate else 1
     t0 = time.perf_counter()
     model = meta_model(model_spec, precision)
-    info = model_info(model, model_spec, precision)
-    runs = [_size_run(model, name, estimate, info) for name in optimizers]
+    info = model_info(model, model_spec)
+    runs = []
+    for name in optimizers:
+        say(Progress(name, 0, units, "sizing"))
+        runs.append(_size_run(model, name, estimate, info))
+        if not estimate or runs[-1].status != "ok":
+            say(Progress(name, units, units, runs[-1].status))
     del model
     t1 = time.perf_counter()
     if estimate:
         for run in runs:
             if run.status == "ok":
+                say(Progress(run.optimizer, 1, units, "estimate"))
                 _add_estimate(run, model_spec, spec, precision)
+                say(Progress(run.optimizer, units, units, run.status))
     t2 = time.perf_counter()
-    doc = profile_document(spec, info, runs, device=dict(META_DEVICE))
-    doc["timing_s"] = {"sizing": round(t1 - t0, 3), "estimate": round(t2 - t1, 3), "total": round(t2 - t0, 3)}
-    return doc
+    return ProfileResult(spec, info, runs, Environment.current(dict(META_DEVICE)),
+                         timing_s={"sizing": round(t1 - t0, 3), "estimate": round(t2 - t1, 3),
+                                   "total": round(t2 - t0, 3)})
+
+
+# retired by the lead when cli/profile.py moves to analysis.profile
+def profile_meta(spec: ProfileSpec, model_spec, optimizers: list[str], *, estimate: bool = True) -> dict:
+    """``size_profile(...).to_dict()``: the profile document as a dict."""
+    return size_profile(spec, model_spec, optimizers, estimate=estimate).to_dict()
 
 
 def _check_shape(model_spec, spec: ProfileSpec) -> None:

@@ -1,0 +1,136 @@
+"""A finished (or failed) training run summed up: its MemoryResult and its latencies.
+
+From the phase records of ``phases.PhaseRecorder``, over the steady steps (step >= 1), with
+``base`` = bytes allocated before forward less the batch (parameters and optimizer state):
+
+- ``forward_backward_peak_bytes`` = max(forward peak, backward peak) - base (gradients included);
+- ``activation_peak_bytes`` = the activation probe's figure when there was one, else
+  max(forward peak - base, backward peak - base - all gradients), a lower bound where backward
+  peaks before its last gradient;
+- ``step_transient_bytes`` = the optimizer step's peak above what was allocated before it (the
+  first step's less the state it created).
+
+Per phase, ``details.phases`` keeps the maxima over the steady steps. Latencies follow
+``stats.latency_summary``; ``step`` is the sum of the four phases, the first step apart.
+"""
+
+from __future__ import annotations
+
+import resource
+from typing import Any
+
+import torch
+
+from sgdsai_cli.measure.phases import PHASES, cuda_stats
+from sgdsai_cli.measure.stats import latency_summary
+from sgdsai_cli.measure.storage import state_bytes_by_key, unique_bytes
+from sgdsai_cli.measure.training import TrainingRun
+from sgdsai_cli.results import MemoryResult
+
+
+def phase_summary(mem: dict[str, list[dict[str, int]]]) -> dict[str, dict[str, int]]:
+    """Per phase, the maxima over the recorded steady steps (step >= 1), else over all."""
+    out = {}
+    for p, recs in mem.items():
+        steady = [r for r in recs if r["step"] >= 1] or recs
+        if not steady:
+            continue
+        summary = {k: max(r[k] for r in steady) for k in steady[0] if k != "step"}
+        summary["steps"] = len(steady)
+        out[p] = summary
+    return out
+
+
+def derived(mem: dict[str, list[dict[str, int]]], batch_bytes: int, grad_bytes: int | None,
+            state_bytes: int | None, probe: int | None) -> tuple[int | None, int | None, int | None]:
+    """(activation peak, forward+backward peak, step transient) bytes (see the module docstring)."""
+    fwd = {r["step"]: r for r in mem["forward"]}
+    bwd = {r["step"]: r for r in mem["backward"]}
+    act = fbp = None
+    for step, f in fwd.items():
+        if step < 1 or step not in bwd:
+            continue
+        base = f["before_bytes"] - batch_bytes
+        peak = max(f["allocated_peak_bytes"], bwd[step]["allocated_peak_bytes"])
+        fbp = max(fbp or 0, peak - base)
+        a = max(f["allocated_peak_bytes"] - base, bwd[step]["allocated_peak_bytes"] - base - (grad_bytes or 0))
+        act = max(act or 0, a)
+    if probe is not None:
+        act = probe
+    transient = None
+    for r in mem["optimizer_step"]:
+        grown = r["allocated_peak_bytes"] - r["before_bytes"]
+        if r["step"] == 0:
+            if state_bytes is None:
+                continue
+            grown -= state_bytes
+        transient = max(transient if transient is not None else grown, grown)
+    return act, fbp, transient
+
+
+def _device_details(run: TrainingRun) -> dict[str, Any]:
+    if run.is_cuda:
+        s = cuda_stats(run.device.index)
+        return {"allocator_backend": torch.cuda.get_allocator_backend(),
+                **{k: s[k] for k in ("num_alloc_retries", "num_ooms", "inactive_split_bytes")}}
+    return {"rss_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
+            "live_tensor_tracking": "first step and warmup steps (measured steps run untracked)"}
+
+
+def _sampler_details(run: TrainingRun) -> dict[str, Any]:
+    from sgdsai_cli.measure.sampler import SAMPLE_COLUMNS
+
+    sampler = run.sampler
+    if sampler is None:
+        return {}
+    out: dict[str, Any] = {"samples": len(sampler.rows)}
+    step_col = SAMPLE_COLUMNS.index("step")
+    for col in ("gpu_util_pct", "power_w"):
+        i = SAMPLE_COLUMNS.index(col)
+        vals = [r[i] for r in sampler.rows if r[i] is not None and r[step_col] >= 0]
+        if vals:
+            out[f"{col}_mean"] = sum(vals) / len(vals)
+    run.notes.extend(sampler.errors)
+    return out
+
+
+def memory_result(run: TrainingRun, status: str, peak_before_failure: int | None = None) -> MemoryResult:
+    """The run's MemoryResult (``source`` "measured"); state bytes only for a run that finished."""
+    params = list(run.model.parameters()) if run.model is not None else []
+    by_key = state_bytes_by_key(run.optimizer) if run.optimizer is not None and status == "ok" else {}
+    mem = run.recorder.mem if run.recorder is not None else {p: [] for p in PHASES}
+    details: dict[str, Any] = {"phases": phase_summary(mem), **_device_details(run)}
+    e0, e1 = run.energy_mj
+    if e0 is not None and e1 is not None and run.spec.steps:
+        details["energy_j_per_step"] = (e1 - e0) / 1000.0 / run.spec.steps
+    details.update(_sampler_details(run))
+    grads = [p.grad for p in params if p.grad is not None]
+    grad_bytes = unique_bytes(grads) if grads else run.grad_bytes
+    state_total = sum(by_key.values()) if by_key else None
+    act, fbp, transient = derived(mem, run.batch_bytes, grad_bytes, state_total, run.activation_probe)
+    if fbp is not None:
+        details["forward_backward_peak_bytes"] = fbp
+    reserved = [r["reserved_peak_bytes"] for recs in mem.values() for r in recs] if run.is_cuda else []
+    return MemoryResult(
+        source="measured",
+        state_bytes=state_total,
+        state_bytes_by_key=by_key,
+        param_bytes=unique_bytes(params) if params else None,
+        grad_bytes=grad_bytes,
+        activation_peak_bytes=act,
+        step_transient_bytes=transient,
+        peak_allocated_bytes=run.recorder.overall_peak(peak_before_failure) if run.recorder else peak_before_failure,
+        peak_reserved_bytes=max(reserved) if reserved else None,
+        nvml_used_peak_bytes=run.sampler.column_max("nvml_used_bytes") if run.sampler is not None else None,
+        details=details,
+    )
+
+
+def latency(run: TrainingRun) -> dict[str, Any]:
+    """``latency_ms``: a summary per phase and per step over the measured steps, the first step apart."""
+    lat: dict[str, Any] = {p: latency_summary(run.times[p]) for p in PHASES}
+    steps = [sum(v) for v in zip(*(run.times[p] for p in PHASES), strict=False)]
+    lat["step"] = latency_summary(steps)
+    lat["first_step"] = run.first_step_ms.get("optimizer_step")
+    lat["first_step_phases"] = run.first_step_ms or None
+    return lat

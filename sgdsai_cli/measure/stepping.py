@@ -1,0 +1,84 @@
+"""Stepping an optimizer the core only sizes, traces or times: the path it takes, scalars, silence.
+
+- ``use_cuda_default_path``: make an optimizer take the path it would take on CUDA (sizing and
+  estimates describe a GPU run even where they run on meta or fake CPU tensors).
+- ``SymbolicScalars``: answer ``Tensor.item()`` on meta and fake tensors (they have no values).
+- ``quiet``/``quiet_step``: keep an optimizer's own prints (the official SGD-SaI prints on its
+  first step) off the tool's output.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+
+class SymbolicScalars(TorchDispatchMode):
+    """Answer ``Tensor.item()`` on meta and fake tensors with 1 (they have no values), counting reads.
+
+    Some optimizers read a scalar on the host (Adafactor's step count and norms, the official
+    SGD-SaI's tensor ``alpha``). Their memory does not depend on the value, so sizing and tracing
+    go on with 1 (``True`` for bool) and the row says how many values were invented.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default and _symbolic(args[0]):
+            self.reads += 1
+            t = args[0]
+            return True if t.dtype == torch.bool else 1.0 if (t.is_floating_point() or t.is_complex()) else 1
+        return func(*args, **(kwargs or {}))
+
+
+def _symbolic(t: torch.Tensor) -> bool:
+    from torch._subclasses.fake_tensor import is_fake
+
+    return t.device.type == "meta" or is_fake(t)
+
+
+def quiet(fn: Callable[[], Any]) -> Callable[[], Any]:
+    """``fn`` with what it prints swallowed (the one place the core redirects stdout)."""
+
+    def run():
+        with contextlib.redirect_stdout(io.StringIO()):
+            return fn()
+
+    return run
+
+
+def quiet_step(optimizer: torch.optim.Optimizer, scalars: SymbolicScalars) -> None:
+    """``optimizer.step()`` with symbolic scalar reads answered and prints swallowed."""
+    with scalars:
+        quiet(optimizer.step)()
+
+
+def use_cuda_default_path(optimizer: torch.optim.Optimizer) -> str:
+    """Make ``optimizer`` take the path it would take with every tensor on CUDA; return that impl.
+
+    On CUDA, torch optimizers left at ``foreach=None`` (not fused) run foreach, and SGDSaI's
+    ``impl="auto"`` runs foreach; on CPU, meta or fake tensors both default to the per-tensor loop.
+    Sizing and estimates describe a GPU run, so they set the CUDA choice explicitly.
+    """
+    from sgdsai_cli.optim import SGDSaI
+
+    if isinstance(optimizer, SGDSaI):
+        if optimizer.impl == "auto":
+            optimizer.impl = "foreach"
+        return optimizer.impl
+    impls = set()
+    for group in optimizer.param_groups:
+        if group.get("fused"):
+            impls.add("fused")
+            continue
+        if "foreach" in group and group["foreach"] is None and not group.get("differentiable", False):
+            group["foreach"] = True
+        impls.add("foreach" if group.get("foreach") else "loop")
+    return impls.pop() if len(impls) == 1 else "mixed" if impls else "loop"
