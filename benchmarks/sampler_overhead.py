@@ -3,8 +3,8 @@
     python benchmarks/sampler_overhead.py --model gpt2 --device cuda --interval-ms 10
     python benchmarks/sampler_overhead.py --model tiny-gpt2 --device cpu --seq-len 64 --rounds 4
 
-The worker's own training loop (``sgdsai_cli.measure.worker``: the same phases, CUDA events, per-phase
-``memory_stats``) runs in this one process on one model; rounds alternate sampler on and off
+The worker's own training loop (``sgdsai_cli.measure.training.TrainingRun``: the same phases, CUDA
+events, per-phase ``memory_stats``) runs in this one process on one model; rounds alternate sampler on and off
 (ABBA order, so drift cancels), each round ``--steps`` steps. Reported: the p50 step time of each
 mode (the sum of the four phase timings: CUDA events on CUDA), the wall-clock time per step,
 and the ratio on/off, per adjacent on/off round pair (the headline: the median of those, robust
@@ -40,27 +40,25 @@ def main(argv=None) -> int:
 
     import torch
 
-    from sgdsai_cli.measure import worker
+    from sgdsai_cli.measure.job import Job
+    from sgdsai_cli.measure.phases import PHASES
+    from sgdsai_cli.measure.training import TrainingRun
     from sgdsai_cli.models import resolve_model
-    from sgdsai_cli.results import ProfileSpec, to_plain
+    from sgdsai_cli.results import ProfileSpec
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         print("error: --device cuda but CUDA is not available", file=sys.stderr)
         return 3
     spec = ProfileSpec(model=args.model, precision=args.precision, device=args.device, batch_size=args.batch_size,
                        seq_len=args.seq_len, warmup=0, steps=0)
-    job = {"spec": to_plain(spec), "model": worker.model_spec_to_dict(resolve_model(args.model)),
-           "optimizer": args.optimizer, "sample_interval_ms": args.interval_ms, "sampler": True, "progress": False}
-    run = worker._Run(job, progress=False)
+    job = Job(spec, resolve_model(args.model), args.optimizer, sample_interval_ms=args.interval_ms)
+    run = TrainingRun(job)
     run.setup()
-    run.stop_sampler()
-    if run.tracker is not None and run.tracker.active:
-        run.tracker.__exit__(None, None, None)  # measured steps run untracked, as in the worker
+    run.stop()  # the sampler off and the tracker off: measured steps run untracked, as in the worker
     sampler = run.sampler
-    run._pending_events, run._cpu_times = [], []
     for _ in range(3):  # warm up: state allocated, kernels chosen
         run.train_step(timed=True, record_memory=True)
-    run._collect_times()
+    run.recorder.collect_times()
 
     steps = {"on": [], "off": []}
     wall = {"on": [], "off": []}
@@ -75,11 +73,11 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         for _ in range(args.steps):
             run.train_step(timed=True, record_memory=True)
-        times = run._collect_times()  # synchronizes
+        times = run.recorder.collect_times()  # synchronizes
         wall[mode].append((time.perf_counter() - t0) * 1000.0 / args.steps)
         if mode == "on":
             sampler.stop()
-        per_step = [sum(v) for v in zip(*(times[p] for p in worker.PHASES), strict=True)]
+        per_step = [sum(v) for v in zip(*(times[p] for p in PHASES), strict=True)]
         steps[mode].append(statistics.median(per_step))
         if len(steps["on"]) == len(steps["off"]) and r % 2 == 1:
             pairs.append(steps["on"][-1] / steps["off"][-1])
