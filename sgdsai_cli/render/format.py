@@ -18,10 +18,10 @@ def _missing(value: Any) -> bool:
 
 
 def size(n_bytes: int | float | None) -> str:
-    """Bytes with a unit: '25.10 GiB'; MiB, KiB or B where GiB would read 0.00."""
+    """Bytes with a unit: '25.10 GiB', '551.00 MiB', '1.14 KiB', '12 B' (the largest unit that is at least 1)."""
     if _missing(n_bytes):
         return MISSING
-    if abs(n_bytes) >= 0.01 * GiB:
+    if abs(n_bytes) >= GiB:
         return f"{n_bytes / GiB:,.2f} GiB"
     for unit, scale in (("MiB", MiB), ("KiB", KiB)):
         if abs(n_bytes) >= scale:
