@@ -410,13 +410,6 @@ def test_run_real_end_to_end_with_oom_samples_and_estimate(tmp_path, monkeypatch
     json.dumps(doc, allow_nan=False)
 
 
-def test_profile_real_is_the_dict_of_run_real(monkeypatch):
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))
-    spec = ProfileSpec(model="tiny-gpt2", device="cpu", batch_size=2, seq_len=16, warmup=1, steps=1)
-    doc = realrun.profile_real(spec, resolve_model("tiny-gpt2"), ["sgd"], quiet=True, estimate=False)
-    assert doc["kind"] == "profile" and [r["status"] for r in doc["runs"]] == ["ok"]
-
-
 def test_cli_profile_cpu_writes_json_and_plots(tmp_path):
     """The issue's 'done when': sgdsai profile --model tiny-gpt2 --device cpu --steps 5 --out DIR --json r.json."""
     from typer.testing import CliRunner

@@ -156,16 +156,7 @@ def test_size_profile_reports_progress_per_optimizer():
     assert seen[-1].completed == seen[-1].total == 2
 
 
-def test_profile_meta_is_the_dict_of_size_profile():
-    spec = ProfileSpec(model="tiny-gpt2", batch_size=1, seq_len=16)
-    old = sizing.profile_meta(spec, resolve_model("tiny-gpt2"), ["sgdsai"], estimate=False)
-    new = sizing.size_profile(spec, resolve_model("tiny-gpt2"), ["sgdsai"], estimate=False).to_dict()
-    for doc in (old, new):
-        doc.pop("created_utc"), doc.pop("timing_s")
-    assert old == new
-
-
-def test_profile_meta_document_round_trips(tmp_path):
+def test_size_profile_document_round_trips(tmp_path):
     doc = _runs("tiny-vit", "amp-fp16", ["sgdsai", "adamw"], estimate=True, batch_size=2, seq_len=16)
     assert doc["kind"] == "profile" and doc["spec"]["precision"] == "amp-fp16"
     assert doc["environment"]["device"]["type"] == "meta"

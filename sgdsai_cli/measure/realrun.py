@@ -222,12 +222,3 @@ def run_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample_int
             for run in got.runs:
                 run.add_note("estimate interrupted (Ctrl-C)")
     return _assemble(spec, model_spec, dev, got)
-
-
-# retired by the lead when cli/profile.py moves to analysis.profile
-def profile_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample_interval_ms: float = 10.0,
-                 out_dir: Path | None = None, snapshot: bool = False, quiet: bool = False,
-                 samples_dir: Path | None = None, sampler: bool = True, estimate: bool = True) -> dict:
-    """``run_real(...).result.to_dict()`` (draws nothing; ``quiet`` is ignored: the core never prints)."""
-    return run_real(spec, model_spec, optimizers, sample_interval_ms=sample_interval_ms, out_dir=out_dir,
-                    samples_dir=samples_dir, snapshot=snapshot, sampler=sampler, estimate=estimate).result.to_dict()

@@ -159,12 +159,6 @@ def size_profile(spec: ProfileSpec, model_spec, optimizers: list[str], *, estima
                                    "total": round(t2 - t0, 3)})
 
 
-# retired by the lead when cli/profile.py moves to analysis.profile
-def profile_meta(spec: ProfileSpec, model_spec, optimizers: list[str], *, estimate: bool = True) -> dict:
-    """``size_profile(...).to_dict()``: the profile document as a dict."""
-    return size_profile(spec, model_spec, optimizers, estimate=estimate).to_dict()
-
-
 def _check_shape(model_spec, spec: ProfileSpec) -> None:
     """Batch shape problems are the user's (BadInput), raised before any tracing."""
     from sgdsai_cli.models import make_batch
