@@ -1,4 +1,8 @@
-"""SGDSaI: parity with the official sgd_sai 1.0.3, each of its defects fixed, state and validation."""
+"""SGDSaI: parity with the official sgd_sai 1.0.3, each of its defects fixed, options and state, the registry.
+
+Only the tests that compare with the official package take the ``sgd_sai`` fixture, which skips
+them where it is not installed.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,15 @@ import pytest
 import torch
 from torch import nn
 
+from sgdsai_cli.errors import BadInput
 from sgdsai_cli.optim import SGDSaI, compute_gsnr
+from sgdsai_cli.optim.registry import build_optimizer, state_buffers, tensors_moved
 
-sgd_sai = pytest.importorskip("sgd_sai")
+
+@pytest.fixture
+def sgd_sai():
+    """The official package (the oracle); the test is skipped without it."""
+    return pytest.importorskip("sgd_sai")
 
 
 class Mixed(nn.Module):
@@ -52,7 +62,7 @@ def _max_rel_diff(a: nn.Module, b: nn.Module) -> float:
 
 @pytest.mark.parametrize("impl", ["loop", "foreach", "fused", "compiled", "auto"])
 @pytest.mark.parametrize("hp", [{}, {"lr": 3e-2, "momentum": 0.5, "weight_decay": 0.1}])
-def test_parity_with_official_over_20_steps(impl, hp):
+def test_parity_with_official_over_20_steps(impl, hp, sgd_sai):
     torch.manual_seed(0)
     ref_model = Mixed()
     our_model = copy.deepcopy(ref_model)
@@ -61,7 +71,7 @@ def test_parity_with_official_over_20_steps(impl, hp):
     assert _max_rel_diff(ref_model, our_model) < 1e-5
 
 
-def test_parity_state_gsnr_and_momentum_match_official():
+def test_parity_state_gsnr_and_momentum_match_official(sgd_sai):
     torch.manual_seed(0)
     ref_model = Mixed()
     our_model = copy.deepcopy(ref_model)
@@ -74,9 +84,13 @@ def test_parity_state_gsnr_and_momentum_match_official():
         torch.testing.assert_close(ours.state[po]["momentum_buffer"], ref.state[pr]["momentum_buffer"])
 
 
-def test_defaults_equal_official():
+def test_defaults_equal_official(sgd_sai):
     p = [nn.Parameter(torch.zeros(2))]
-    assert SGDSaI(p).defaults == sgd_sai.SGD_sai(p).defaults
+    official = sgd_sai.SGD_sai(p).defaults
+    ours = SGDSaI(p).defaults
+    assert {k: ours[k] for k in official} == official
+    assert {k: v for k, v in ours.items() if k not in official} == {
+        "gsnr_norm": "none", "impl": "auto", "reference_compat": False}
 
 
 def _one_param_step(value: torch.Tensor, grad: torch.Tensor, **kw):
@@ -121,7 +135,7 @@ def test_degenerate_tensor_gets_gsnr_one(shape, grad):
     torch.testing.assert_close(p.detach(), w - 0.1 * grad)  # plain SGD step, not ||g||/eps
 
 
-def test_reference_compat_reproduces_official_degenerate_step():
+def test_reference_compat_reproduces_official_degenerate_step(sgd_sai):
     w, g = torch.ones(4, 4), torch.full((4, 4), 0.3)
     ours, opt = _one_param_step(w, g, reference_compat=True)
     ref = nn.Parameter(w.clone())
@@ -150,7 +164,7 @@ def test_all_zero_first_gradient_does_not_freeze_the_tensor():
     assert opt.state[p]["gsnr"].item() > 1.0
 
 
-def test_official_freezes_all_zero_first_gradient():
+def test_official_freezes_all_zero_first_gradient(sgd_sai):
     """Documents the defect we fix: the official g-SNR is 0 and the tensor never moves again."""
     p = nn.Parameter(torch.ones(4))
     opt = sgd_sai.SGD_sai([p], weight_decay=0.0)
@@ -253,8 +267,8 @@ def test_gsnr_norm_max_divides_by_largest():
     a.grad, b.grad = torch.randn(100), torch.randn(4)
     opt.step()
     raw = [opt.state[a]["gsnr"].item(), opt.state[b]["gsnr"].item()]
-    assert opt._scales([a, b]) == pytest.approx([r / max(raw) for r in raw])
-    assert max(opt._scales([a, b])) == 1.0
+    assert opt._scales([a, b], "max") == pytest.approx([r / max(raw) for r in raw])
+    assert max(opt._scales([a, b], "max")) == 1.0
 
 
 def test_meta_step_allocates_four_bytes_per_fp32_param():
@@ -304,3 +318,119 @@ def test_gsnr_at_least_sqrt_numel_minus_one(numel):
         mean, var_b = g.double().mean(), g.double().var(correction=0)
         identity = math.sqrt(n - 1) * math.sqrt(1 + (mean**2 / var_b).item())
         assert compute_gsnr(g, eps=0.0).item() == pytest.approx(identity, rel=1e-4)
+
+
+# --- options live in defaults: state_dict, per-group values, old state dicts ------------------------
+
+OPTIONS = {"gsnr_norm": "max", "impl": "loop", "reference_compat": True}
+
+
+def _stepped(opt, params, steps=2):
+    gen = torch.Generator().manual_seed(7)
+    for _ in range(steps):
+        for p in params:
+            p.grad = torch.randn(p.shape, generator=gen)
+        opt.step()
+    return opt
+
+
+def test_state_dict_round_trip_carries_every_option():
+    params = [nn.Parameter(torch.randn(4, 3)), nn.Parameter(torch.randn(5))]
+    saved = copy.deepcopy(_stepped(SGDSaI(params, **OPTIONS), params).state_dict())
+    assert {k: saved["param_groups"][0][k] for k in OPTIONS} == OPTIONS
+    resumed = SGDSaI(params)  # constructed with the defaults
+    resumed.load_state_dict(saved)
+    assert {k: resumed.param_groups[0][k] for k in OPTIONS} == OPTIONS
+    _stepped(resumed, params)
+    assert resumed.impl_used == "loop"
+
+
+def test_each_group_runs_its_own_options():
+    a, b = nn.Parameter(torch.ones(4, 4)), nn.Parameter(torch.ones(4, 4))
+    opt = SGDSaI([{"params": [a], "impl": "loop", "reference_compat": True}, {"params": [b]}], impl="foreach")
+    assert [g["impl"] for g in opt.param_groups] == ["loop", "foreach"]
+    a.grad, b.grad = torch.full((4, 4), 0.3), torch.full((4, 4), 0.3)  # constant: degenerate
+    opt.step()
+    assert opt.state[a]["gsnr"].item() > 1e6  # the official ||g||/eps
+    assert opt.state[b]["gsnr"].item() == 1.0
+    assert opt.impl_tensors == {"loop": 1, "foreach": 1}
+
+
+def test_a_group_option_is_validated_like_the_constructors():
+    with pytest.raises(ValueError, match="impl: 'cuda'"):
+        SGDSaI([{"params": [nn.Parameter(torch.zeros(2))], "impl": "cuda"}])
+
+
+def test_assigning_an_option_sets_defaults_and_every_group():
+    opt = SGDSaI([{"params": [nn.Parameter(torch.zeros(2))], "impl": "loop"},
+                  {"params": [nn.Parameter(torch.zeros(3))]}])
+    opt.impl = "foreach"
+    assert opt.defaults["impl"] == "foreach" and [g["impl"] for g in opt.param_groups] == ["foreach"] * 2
+    with pytest.raises(ValueError, match="gsnr_norm: 'mean'"):
+        opt.gsnr_norm = "mean"
+
+
+def _strip_options(state: dict) -> dict:
+    for group in state["param_groups"]:
+        for k in OPTIONS:
+            group.pop(k, None)
+    return state
+
+
+def test_loading_an_old_state_dict_without_the_options_backfills_them():
+    params = [nn.Parameter(torch.randn(4, 3))]
+    old = _strip_options(copy.deepcopy(_stepped(SGDSaI(params), params).state_dict()))
+    resumed = SGDSaI(params, impl="foreach")
+    resumed.load_state_dict(old)
+    # this optimizer's own options fill the gaps, as when they were attributes
+    assert {k: resumed.param_groups[0][k] for k in OPTIONS} == {
+        "gsnr_norm": "none", "impl": "foreach", "reference_compat": False}
+    _stepped(resumed, params)
+    assert resumed.impl_used == "foreach"
+
+
+def test_unpickling_an_old_optimizer_backfills_the_constructor_defaults():
+    params = [nn.Parameter(torch.randn(4, 3))]
+    state = _strip_options(copy.deepcopy(_stepped(SGDSaI(params, impl="loop"), params).__getstate__()))
+    for k in OPTIONS:
+        del state["defaults"][k]
+    old = SGDSaI.__new__(SGDSaI)
+    old.__setstate__(state)
+    assert old.impl == "auto" and old.gsnr_norm == "none" and old.reference_compat is False
+    assert old.param_groups[0]["impl"] == "auto" and old.impl_used is None
+    _stepped(old, old.param_groups[0]["params"])
+
+
+# --- the registry's one table of what each optimizer keeps and moves ---------------------------------
+
+@pytest.mark.parametrize(
+    "name, buffers, moved",
+    [
+        ("sgdsai", 1, 5), ("sgdsai:fused", 1, 5), ("sgdsai-ref", 1, 5), ("sgd", 1, 5),
+        ("adamw", 2, 7), ("adamw-fused", 2, 7), ("adamw-foreach", 2, 7), ("adamw-loop", 2, 7),
+        ("adafactor", 0, None),  # factored row/column statistics: no full-size buffer for a matrix
+        ("torch:RMSprop", 2, None),  # any other torch class: the conservative two buffers
+    ],
+)
+def test_registry_footprint_table(name, buffers, moved):
+    assert state_buffers(name) == buffers
+    assert tensors_moved(name) == moved
+
+
+def test_registry_state_buffers_agree_with_real_state():
+    params = [nn.Parameter(torch.randn(8, 8))]
+    params[0].grad = torch.randn(8, 8)
+    for name in ("sgdsai", "adamw", "sgd"):
+        opt, _ = build_optimizer(name, params)
+        opt.step()
+        full = sum(t.nbytes for s in opt.state.values() for t in s.values()
+                   if isinstance(t, torch.Tensor) and t.shape == params[0].shape)
+        assert full == state_buffers(name) * params[0].nbytes, name
+
+
+@pytest.mark.parametrize("name", ["adamx", "torch:Adamx"])
+def test_registry_errors_carry_the_value_and_field_not_a_flag(name):
+    with pytest.raises(BadInput) as err:
+        state_buffers(name)
+    assert f"'{name}'" in str(err.value) and "--" not in str(err.value)
+    assert err.value.field == "optimizer" and err.value.value == name

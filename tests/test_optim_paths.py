@@ -13,8 +13,8 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from sgdsai_cli.optim import SGDSaI
-from sgdsai_cli.optim import sgdsai as optim
+from sgdsai_cli.optim import SGDSaI, c_kernel, cpu_kernel, cpu_kernel_error, functional, triton_kernel
+from sgdsai_cli.optim.kernel_cache import KERNELS
 
 IMPLS = ["compiled", "fused", "foreach", "loop"]
 HPARAMS = [
@@ -28,7 +28,7 @@ HPARAMS = [
 def _expected(impl: str, dtype=torch.float32) -> str:
     """The path that runs on the CPU here: compiled falls back where no C compiler built the kernel,
     fused falls back to foreach in bf16/fp16 (torch's CPU fused SGD is inexact there)."""
-    if impl == "compiled" and optim.cpu_kernel() is None:
+    if impl == "compiled" and cpu_kernel() is None:
         impl = "fused"
     if impl == "fused" and dtype in (torch.bfloat16, torch.float16):
         impl = "foreach"
@@ -109,8 +109,8 @@ def test_every_path_matches_the_official_package(impl):
 
 
 def test_auto_picks_the_compiled_kernel_on_cpu():
-    if optim.cpu_kernel() is None:
-        pytest.skip(f"no CPU kernel here: {optim.cpu_kernel_error()}")
+    if cpu_kernel() is None:
+        pytest.skip(f"no CPU kernel here: {cpu_kernel_error()}")
     opt = _run(_params(), 2)
     assert opt.impl_used == "compiled"
     assert opt.resolve_impl(opt.param_groups[0]["params"]) == "compiled"
@@ -118,10 +118,10 @@ def test_auto_picks_the_compiled_kernel_on_cpu():
 
 @pytest.fixture
 def no_cpu_kernel(monkeypatch):
-    """As if the C compiler failed: the module's kernel cache says "tried, none"."""
-    monkeypatch.setattr(optim, "_CPU_KERNEL", None)
-    monkeypatch.setattr(optim, "_CPU_KERNEL_TRIED", True)
-    monkeypatch.setattr(optim, "_CPU_KERNEL_ERROR", "RuntimeError: the C compiler failed: test")
+    """As if the C compiler failed: the kernel cache says "tried, none"."""
+    monkeypatch.setattr(KERNELS, "cpu", None)
+    monkeypatch.setattr(KERNELS, "cpu_tried", True)
+    monkeypatch.setattr(KERNELS, "cpu_error", "RuntimeError: the C compiler failed: test")
 
 
 @pytest.mark.parametrize("impl, expected", [("auto", "fused"), ("compiled", "fused"), ("foreach", "foreach")])
@@ -135,14 +135,47 @@ def test_without_a_kernel_the_step_falls_back_quietly(no_cpu_kernel, impl, expec
         torch.testing.assert_close(b.detach(), a.detach(), rtol=2e-6, atol=2e-7)
 
 
+@pytest.mark.parametrize("impl", ["compiled", "fused", "foreach", "loop"])
+def test_impl_tensors_count_every_tensor_on_the_path_that_ran(impl):
+    opt = _run(_params(), 2, impl=impl)
+    assert opt.impl_tensors == {_expected(impl): len(_shapes())}
+
+
+@pytest.mark.parametrize("hp", [{}, {"momentum": 0.0}], ids=["defaults", "momentum0"])
+@pytest.mark.parametrize("impl", ["compiled", "fused"])
+def test_a_tensor_the_kernel_refuses_runs_eager_and_impl_used_says_so(impl, hp, monkeypatch):
+    """Force a per-tensor fallback: the kernels refuse one tensor, which then runs the loop path."""
+    ref, ours = _params(), _params()
+    refused = ours[1]
+    accepts = functional.kernel_accepts
+    monkeypatch.setattr(functional, "kernel_accepts", lambda p, g, buf: p is not refused and accepts(p, g, buf))
+    _run(ref, 3, impl="loop", **hp)
+    opt = _run(ours, 3, impl=impl, **hp)
+    ran = _expected(impl)
+    assert opt.impl_tensors == {ran: len(ours) - 1, "loop": 1}
+    assert opt.impl_used == "loop"  # the slowest path any tensor took
+    for a, b in zip(ref, ours, strict=True):
+        torch.testing.assert_close(b.detach(), a.detach(), rtol=2e-6, atol=2e-7)
+
+
+def test_impl_used_is_the_slowest_path_over_groups():
+    a, b = _params()[:2]
+    opt = SGDSaI([{"params": [a], "impl": "foreach"}, {"params": [b], "impl": "loop"}])
+    for p in (a, b):
+        p.grad = torch.full_like(p, 1e-3) + torch.linspace(0, 1e-3, p.numel()).view(p.shape)
+    opt.step()
+    assert opt.impl_tensors == {"foreach": 1, "loop": 1}
+    assert opt.impl_used == "loop"
+
+
 def test_broken_compiler_gives_no_kernel_and_a_reason(monkeypatch, tmp_path):
-    monkeypatch.setattr(optim, "_CPU_KERNEL", None)
-    monkeypatch.setattr(optim, "_CPU_KERNEL_TRIED", False)
-    monkeypatch.setattr(optim, "_CPU_KERNEL_ERROR", None)
+    monkeypatch.setattr(KERNELS, "cpu", None)
+    monkeypatch.setattr(KERNELS, "cpu_tried", False)
+    monkeypatch.setattr(KERNELS, "cpu_error", None)
     monkeypatch.setenv("SGDSAI_CACHE_DIR", str(tmp_path))
-    monkeypatch.setattr(optim, "_c_compiler", lambda: "/bin/false")
-    assert optim.cpu_kernel() is None
-    assert "compiler failed" in optim.cpu_kernel_error()
+    monkeypatch.setattr(c_kernel, "c_compiler", lambda: "/bin/false")
+    assert cpu_kernel() is None
+    assert "compiler failed" in cpu_kernel_error()
 
 
 def test_meta_tensors_use_an_eager_path():
@@ -258,7 +291,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("impl", IMPLS)
 def test_cuda_paths_match_the_cpu_loop(impl, dtype):
-    assert max(torch.Size(s).numel() for s in _cuda_shapes()) >= optim._TRITON_MIN_NUMEL
+    assert max(torch.Size(s).numel() for s in _cuda_shapes()) >= functional.TRITON_MIN_NUMEL
     ref = _params(shapes=_cuda_shapes())
     ours = [nn.Parameter(p.detach().to("cuda", dtype)) for p in _params(shapes=_cuda_shapes())]
     _run(ref, 4, impl="loop")
@@ -317,12 +350,12 @@ def test_triton_kernel_in_the_interpreter_matches_eager(dtype, monkeypatch):
     """Where Triton is installed, its CPU interpreter runs the CUDA kernel's code on CPU tensors."""
     pytest.importorskip("triton")
     monkeypatch.setenv("TRITON_INTERPRET", "1")
-    monkeypatch.setattr(optim, "_TRITON", None)
-    monkeypatch.setattr(optim, "_TRITON_TRIED", False)
+    monkeypatch.setattr(KERNELS, "triton", None)
+    monkeypatch.setattr(KERNELS, "triton_tried", False)
     gen = torch.Generator().manual_seed(0)
     p, g, m = (torch.randn(5003, generator=gen).to(dtype) for _ in range(3))
     p2, m2 = p.clone(), m.clone()
-    assert optim._run_triton(p, g, m, 0.9, 0.999, 0.5)
+    assert triton_kernel.run_triton(p, g, m, 0.9, 0.999, 0.5)
     m2.mul_(0.9).add_(g, alpha=0.1)
     p2.mul_(0.999).add_(m2, alpha=-0.5)
     tol = {} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
@@ -347,4 +380,4 @@ def test_cuda_auto_choice(shapes, dtype, expected):
         p.grad = torch.randn_like(p)
     opt = SGDSaI(params)
     opt.step()
-    assert opt.impl_used == (expected if expected != "compiled" or optim._has_triton() else "fused")
+    assert opt.impl_used == (expected if expected != "compiled" or triton_kernel.has_triton() else "fused")

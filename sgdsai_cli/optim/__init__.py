@@ -1,12 +1,19 @@
-"""Optimizers: SGD-SaI, its update paths and kernels, and the registry of optimizers we compare."""
+"""Optimizers: SGD-SaI (class, functional update paths, CPU and Triton kernels) and the registry.
 
-from sgdsai_cli.optim.sgdsai import (  # noqa: F401
-    FALLBACK,
-    GSNR_NORMS,
-    IMPLS,
-    SGDSaI,
-    compute_gsnr,
-    cpu_kernel,
-    cpu_kernel_error,
-    gsnr_stats,
-)
+    sgdsai          the ``SGDSaI`` class: validates, gathers tensors and state, dispatches
+    functional      the update along each path (compiled, fused, foreach, loop) and the fallback
+    selection       which path runs for a list of tensors
+    gsnr            the g-SNR statistic
+    c_kernel        the CPU kernel: C source, build, on-disk cache
+    triton_kernel   the CUDA kernel
+    kernel_cache    the one mutable object: what the kernels built
+    registry        optimizer names -> optimizers, and what each keeps and moves
+"""
+
+from sgdsai_cli.optim.c_kernel import cpu_kernel, cpu_kernel_error
+from sgdsai_cli.optim.gsnr import compute_gsnr, gsnr_stats
+from sgdsai_cli.optim.selection import FALLBACK, IMPLS
+from sgdsai_cli.optim.sgdsai import GSNR_NORMS, SGDSaI
+
+__all__ = ["FALLBACK", "GSNR_NORMS", "IMPLS", "SGDSaI", "compute_gsnr", "cpu_kernel", "cpu_kernel_error",
+           "gsnr_stats"]

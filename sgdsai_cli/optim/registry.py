@@ -1,4 +1,4 @@
-"""Optimizer registry: the names of DESIGN.md section 3 -> constructed optimizers.
+"""Optimizer registry: each optimizer name the commands accept, how to build it, and what it keeps and moves.
 
     sgdsai          our SGDSaI (impl "auto")
     sgdsai-ref      the official sgd_sai.SGD_sai 1.0.3, if installed
@@ -9,6 +9,11 @@
     sgd             torch SGD, momentum 0.9
     adafactor       torch Adafactor
     torch:Name      any torch.optim class with its defaults
+
+It holds the one table of each optimizer's footprint (``Footprint``): the full-size state buffers
+it keeps per parameter (``state_buffers``, used by every memory check) and the full-size tensors a
+step reads and writes (``tensors_moved``, the bench's bandwidth formula). Errors carry the value
+and the field (``optimizer``), never a command-line flag.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, did_you_mean
-from sgdsai_cli.optim import SGDSaI
+from sgdsai_cli.optim.sgdsai import SGDSaI
 
 # Learning rates only matter for real runs; memory does not depend on them.
 ADAMW_LR = 1e-3
@@ -28,10 +33,37 @@ SGD_LR = 1e-2
 
 
 @dataclass(frozen=True)
+class Footprint:
+    """What an optimizer keeps and moves, per parameter, in units of the parameter's own bytes.
+
+    state_buffers  full-size state tensors kept per parameter (AdamW's exp_avg and exp_avg_sq: 2).
+                   Scalars (a step count, SGD-SaI's g-SNR) and Adafactor's factored row and column
+                   statistics of a matrix are not full-size and count 0.
+    tensors_moved  full-size tensors one step reads plus writes, at the minimum (SGD-SaI reads
+                   theta, g, m and writes theta, m: 5); None where no formula is kept.
+    """
+
+    state_buffers: int
+    tensors_moved: int | None
+
+
+SGDSAI_FOOTPRINT = Footprint(state_buffers=1, tensors_moved=5)  # one momentum buffer
+ADAMW_FOOTPRINT = Footprint(state_buffers=2, tensors_moved=7)  # exp_avg, exp_avg_sq
+SGD_FOOTPRINT = Footprint(state_buffers=1, tensors_moved=5)  # one momentum buffer (momentum 0.9)
+# Adafactor keeps a row and a column vector per matrix (~0 full-size buffers; a 1-D parameter keeps
+# one full-size variance, negligible beside the matrices); no bandwidth formula is kept for it.
+ADAFACTOR_FOOTPRINT = Footprint(state_buffers=0, tensors_moved=None)
+# Any other torch.optim class: assume AdamW's two buffers, the most a standard torch optimizer keeps,
+# so a memory check errs towards refusing; no bandwidth formula.
+UNKNOWN_FOOTPRINT = Footprint(state_buffers=2, tensors_moved=None)
+
+
+@dataclass(frozen=True)
 class OptimizerChoice:
     name: str
     build: Callable[[list], torch.optim.Optimizer]
     impl: Callable[[torch.optim.Optimizer, list], str]  # the implementation that runs for these params
+    footprint: Footprint = UNKNOWN_FOOTPRINT
 
 
 def _on_cuda(params) -> bool:
@@ -48,8 +80,8 @@ def _sgdsai_ref(params):
         from sgd_sai import SGD_sai
     except ImportError:
         raise EnvironmentUnavailable(
-            "optimizer 'sgdsai-ref' needs the official package: pip install sgd-sai==1.0.3"
-        ) from None
+            "optimizer 'sgdsai-ref' needs the official package: pip install sgd-sai==1.0.3",
+            field="optimizer", value="sgdsai-ref") from None
     return SGD_sai(params)
 
 
@@ -60,20 +92,18 @@ def _sgdsai_impl(optimizer, params) -> str:
 _CHOICES: dict[str, OptimizerChoice] = {
     c.name: c
     for c in [
-        OptimizerChoice("sgdsai", lambda ps: SGDSaI(ps), _sgdsai_impl),
-        OptimizerChoice("sgdsai-ref", _sgdsai_ref, lambda opt, ps: "loop"),
-        OptimizerChoice("adamw", lambda ps: torch.optim.AdamW(ps, lr=ADAMW_LR), _default_impl),
-        OptimizerChoice(
-            "adamw-foreach", lambda ps: torch.optim.AdamW(ps, lr=ADAMW_LR, foreach=True), lambda opt, ps: "foreach"
-        ),
-        OptimizerChoice(
-            "adamw-fused", lambda ps: torch.optim.AdamW(ps, lr=ADAMW_LR, fused=True), lambda opt, ps: "fused"
-        ),
-        OptimizerChoice(
-            "adamw-loop", lambda ps: torch.optim.AdamW(ps, lr=ADAMW_LR, foreach=False), lambda opt, ps: "loop"
-        ),
-        OptimizerChoice("sgd", lambda ps: torch.optim.SGD(ps, lr=SGD_LR, momentum=0.9), _default_impl),
-        OptimizerChoice("adafactor", lambda ps: torch.optim.Adafactor(ps), _default_impl),
+        OptimizerChoice("sgdsai", lambda ps: SGDSaI(ps), _sgdsai_impl, SGDSAI_FOOTPRINT),
+        OptimizerChoice("sgdsai-ref", _sgdsai_ref, lambda opt, ps: "loop", SGDSAI_FOOTPRINT),
+        OptimizerChoice("adamw", lambda ps: torch.optim.AdamW(ps, lr=ADAMW_LR), _default_impl, ADAMW_FOOTPRINT),
+        OptimizerChoice("adamw-foreach", lambda ps: torch.optim.AdamW(ps, lr=ADAMW_LR, foreach=True),
+                        lambda opt, ps: "foreach", ADAMW_FOOTPRINT),
+        OptimizerChoice("adamw-fused", lambda ps: torch.optim.AdamW(ps, lr=ADAMW_LR, fused=True),
+                        lambda opt, ps: "fused", ADAMW_FOOTPRINT),
+        OptimizerChoice("adamw-loop", lambda ps: torch.optim.AdamW(ps, lr=ADAMW_LR, foreach=False),
+                        lambda opt, ps: "loop", ADAMW_FOOTPRINT),
+        OptimizerChoice("sgd", lambda ps: torch.optim.SGD(ps, lr=SGD_LR, momentum=0.9), _default_impl,
+                        SGD_FOOTPRINT),
+        OptimizerChoice("adafactor", lambda ps: torch.optim.Adafactor(ps), _default_impl, ADAFACTOR_FOOTPRINT),
     ]
 }
 OPTIMIZER_NAMES = tuple(_CHOICES) + ("torch:ClassName",)
@@ -90,7 +120,7 @@ def _torch_class(name: str) -> OptimizerChoice:
     cls = classes.get(cls_name)
     if cls is None:
         raise BadInput(f"unknown optimizer '{name}': torch.optim has no class '{cls_name}'"
-                       + did_you_mean(cls_name, classes))
+                       + did_you_mean(cls_name, classes), field="optimizer", value=name)
 
     def build(params):
         try:
@@ -108,7 +138,8 @@ def resolve_optimizer(name: str) -> OptimizerChoice:
     try:
         return _CHOICES[name]
     except KeyError:
-        raise BadInput(f"unknown optimizer '{name}'" + did_you_mean(name, OPTIMIZER_NAMES)) from None
+        raise BadInput(f"unknown optimizer '{name}'" + did_you_mean(name, OPTIMIZER_NAMES),
+                       field="optimizer", value=name) from None
 
 
 def build_optimizer(name: str, params) -> tuple[torch.optim.Optimizer, str]:
@@ -117,3 +148,20 @@ def build_optimizer(name: str, params) -> tuple[torch.optim.Optimizer, str]:
     params = list(params)
     optimizer = choice.build(params)
     return optimizer, choice.impl(optimizer, params)
+
+
+def footprint(name: str) -> Footprint:
+    """The footprint of optimizer ``name`` (``sgdsai:IMPL`` counts as ``sgdsai``); BadInput when unknown."""
+    if name.startswith("sgdsai:"):
+        name = "sgdsai"
+    return resolve_optimizer(name).footprint
+
+
+def state_buffers(name: str) -> int:
+    """Full-size state buffers per parameter that ``name`` keeps (state bytes / parameter bytes)."""
+    return footprint(name).state_buffers
+
+
+def tensors_moved(name: str) -> int | None:
+    """Full-size tensors one step of ``name`` reads plus writes; None where no formula is kept."""
+    return footprint(name).tensors_moved
