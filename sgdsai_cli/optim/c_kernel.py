@@ -45,43 +45,35 @@ static inline uint16_t f_to_bf16(float f) {
   return (uint16_t)(u >> 16);
 }
 
+/* One tensor's update (m == NULL: the direct one along g) under the loop pragma given. */
+#define UPDATE(LOOP_PRAGMA, T, LOAD, STORE)                                                      \
+  if (m) {                                                                                       \
+    _Pragma(LOOP_PRAGMA)                                                                         \
+    for (int64_t i = 0; i < n; i++) {                                                            \
+      T ms = STORE(mu * LOAD(m[i]) + omm * LOAD(g[i]));                                          \
+      m[i] = ms;                                                                                 \
+      p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(ms));                                        \
+    }                                                                                            \
+  } else {                                                                                       \
+    _Pragma(LOOP_PRAGMA)                                                                         \
+    for (int64_t i = 0; i < n; i++) p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(g[i]));        \
+  }
+
 /* Many tensors in one call and one parallel region: each large tensor is split across the
    threads (no barrier between tensors: they are independent), each small one runs whole on
    whichever thread gets to it first. m[t] == NULL: the direct update along g[t]. */
-#define DEFINE_MULTI(NAME, T, LOAD, STORE)                                                      \
-void NAME(int64_t count, T** pp, T** gg, T** mm, const int64_t* nn, const float* ss,            \
+#define DEFINE_MULTI(NAME, T, LOAD, STORE)                                                       \
+void NAME(int64_t count, T** pp, T** gg, T** mm, const int64_t* nn, const float* ss,             \
           float mu, float omm, float decay) {                                                    \
   _Pragma("omp parallel")                                                                        \
   for (int64_t t = 0; t < count; t++) {                                                          \
     T* restrict p = pp[t]; const T* restrict g = gg[t]; T* restrict m = mm[t];                   \
     const int64_t n = nn[t]; const float step = ss[t];                                           \
     if (n >= PAR_MIN) {                                                                          \
-      if (m) {                                                                                   \
-        _Pragma("omp for simd schedule(static) nowait")                                          \
-        for (int64_t i = 0; i < n; i++) {                                                        \
-          T ms = STORE(mu * LOAD(m[i]) + omm * LOAD(g[i]));                                      \
-          m[i] = ms;                                                                             \
-          p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(ms));                                    \
-        }                                                                                        \
-      } else {                                                                                   \
-        _Pragma("omp for simd schedule(static) nowait")                                          \
-        for (int64_t i = 0; i < n; i++) p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(g[i]));    \
-      }                                                                                          \
+      UPDATE("omp for simd schedule(static) nowait", T, LOAD, STORE)                             \
     } else {                                                                                     \
       _Pragma("omp single nowait")                                                               \
-      {                                                                                          \
-        if (m) {                                                                                 \
-          _Pragma("omp simd")                                                                    \
-          for (int64_t i = 0; i < n; i++) {                                                      \
-            T ms = STORE(mu * LOAD(m[i]) + omm * LOAD(g[i]));                                    \
-            m[i] = ms;                                                                           \
-            p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(ms));                                  \
-          }                                                                                      \
-        } else {                                                                                 \
-          _Pragma("omp simd")                                                                    \
-          for (int64_t i = 0; i < n; i++) p[i] = STORE(decay * LOAD(p[i]) - step * LOAD(g[i]));  \
-        }                                                                                        \
-      }                                                                                          \
+      { UPDATE("omp simd", T, LOAD, STORE) }                                                     \
     }                                                                                            \
   }                                                                                              \
 }
