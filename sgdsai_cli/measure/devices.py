@@ -50,7 +50,7 @@ def resolve_device(text: str, *, auto: str = "cpu", meta_refusal: str | None = N
     except RuntimeError:
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda"):
-        raise BadInput(f"unknown device '{text}' (choose from: {_choices(auto)})", value=text)
+        raise BadInput(f"unknown device '{text}' (choose from: {_choices(auto)})", field="device", value=text)
     if dev.type == "cuda":
         _check_cuda(dev, text)
     return dev
