@@ -12,8 +12,8 @@
 
 It holds the one table of each optimizer's footprint (``Footprint``): the full-size state buffers
 it keeps per parameter (``state_buffers``, used by every memory check) and the full-size tensors a
-step reads and writes (``tensors_moved``, the bench's bandwidth formula). Errors carry the value
-and the field (``optimizer``), never a command-line flag.
+step reads and writes (``tensors_moved``, the bench's bandwidth formula). Errors say
+"optimizer 'NAME'" and carry the name as ``value``; they never name a command-line flag.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ def _sgdsai_ref(params):
     except ImportError:
         raise EnvironmentUnavailable(
             "optimizer 'sgdsai-ref' needs the official package: pip install sgd-sai==1.0.3",
-            field="optimizer", value="sgdsai-ref") from None
+            value="sgdsai-ref") from None
     return SGD_sai(params)
 
 
@@ -120,7 +120,7 @@ def _torch_class(name: str) -> OptimizerChoice:
     cls = classes.get(cls_name)
     if cls is None:
         raise BadInput(f"unknown optimizer '{name}': torch.optim has no class '{cls_name}'"
-                       + did_you_mean(cls_name, classes), field="optimizer", value=name)
+                       + did_you_mean(cls_name, classes), value=name)
 
     def build(params):
         try:
@@ -139,7 +139,7 @@ def resolve_optimizer(name: str) -> OptimizerChoice:
         return _CHOICES[name]
     except KeyError:
         raise BadInput(f"unknown optimizer '{name}'" + did_you_mean(name, OPTIMIZER_NAMES),
-                       field="optimizer", value=name) from None
+                       value=name) from None
 
 
 def build_optimizer(name: str, params) -> tuple[torch.optim.Optimizer, str]:
