@@ -69,14 +69,13 @@ def check_optimizer(name: str) -> str:
 
     if name.startswith("sgdsai:"):
         if name not in SGDSAI_VARIANTS:
-            raise BadInput(f"unknown optimizer '{name}'" + did_you_mean(name, SGDSAI_VARIANTS), field="optimizer",
-                           value=name)
+            raise BadInput(f"unknown optimizer '{name}'" + did_you_mean(name, SGDSAI_VARIANTS), value=name)
         return name
     try:
         resolve_optimizer(name)
     except BadInput:
         raise BadInput(f"unknown optimizer '{name}'" + did_you_mean(name, tuple(OPTIMIZER_NAMES) + SGDSAI_VARIANTS),
-                       field="optimizer", value=name) from None
+                       value=name) from None
     return name
 
 

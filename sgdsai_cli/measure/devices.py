@@ -50,7 +50,8 @@ def resolve_device(text: str, *, auto: str = "cpu", meta_refusal: str | None = N
     except RuntimeError:
         dev = None
     if dev is None or dev.type not in ("cpu", "cuda"):
-        raise BadInput(f"unknown device '{text}' (choose from: {_choices(auto)})", field="device", value=text)
+        # an unknown name carries its value but no field: the message reads the same in Python and the CLI
+        raise BadInput(f"unknown device '{text}' (choose from: {_choices(auto)})", value=text)
     if dev.type == "cuda":
         _check_cuda(dev, text)
     return dev
