@@ -316,24 +316,8 @@ def _event_text(p: Progress) -> str:
     return f"{p.task}: {p.stage}{count}"
 
 
-# retired by the lead when cli/bench_step.py moves to the public API
+# retired once benchmarks/step_bench.py calls bench_step
 def bench_document(spec: BenchSpec, *, on_event: Callable[[str], None] | None = None) -> dict:
     """``bench_step(spec).to_dict()``, progress as one line of text per event."""
     say = on_event or (lambda _text: None)
     return bench_step(spec, on_progress=lambda p: say(_event_text(p))).to_dict()
-
-
-# retired by the lead when cli/bench_step.py moves to the public API
-def rows_table(doc: dict) -> list[dict[str, Any]]:
-    """Flat rows for a table renderer: numbers, not strings."""
-    out = []
-    for r in doc.get("rows", []):
-        step = r.get("step_ms") or {}
-        out.append({
-            "optimizer": r.get("optimizer"), "impl": r.get("impl"), "status": r.get("status"),
-            "step_ms_p50": step.get("p50"), "step_ms_min": step.get("min"), "step_ms_max": step.get("max"),
-            "first_step_ms": r.get("first_step_ms"), "gb_per_s": r.get("gb_per_s"),
-            "bandwidth_fraction": r.get("bandwidth_fraction"), "ratio_to_adamw_fused": r.get("ratio_to_adamw_fused"),
-            "ratio_range": r.get("ratio_range"), "error": r.get("error"),
-        })
-    return out
