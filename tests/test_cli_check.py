@@ -1,4 +1,4 @@
-"""`sgdsai check` end to end: every exit code of DESIGN.md section 5 with its message."""
+"""`sgdsai check` end to end: every exit code (0 pass, 1 regression, 2 bad input) with its message."""
 
 from __future__ import annotations
 

@@ -80,7 +80,7 @@ def test_tiny_gpt2_writes_table_json_csv_and_figures(tmp_path):
     for stem in FIGURES:
         for fmt in ("png", "svg"):
             assert (out / f"{stem}.{fmt}").stat().st_size > 5000
-    assert f"wrote {json_path}" in res.stdout
+    assert f"wrote {json_path}" in res.stderr
 
 
 def test_json_only_puts_csv_beside_it(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from sgdsai_cli.analysis.specfile import load_spec_file as load_profile_toml
+from sgdsai_cli.analysis.specfile import load_spec_file
 from sgdsai_cli.cli import app
 from sgdsai_cli.schema import load_document
 
@@ -88,7 +88,7 @@ def test_profile_toml_with_command_line_override(tmp_path):
     assert doc["spec"]["model"] == "tiny-llama" and doc["spec"]["precision"] == "fp32"
     assert doc["spec"]["batch_size"] == 2 and doc["spec"]["seq_len"] == 32
     assert [r["optimizer"] for r in doc["runs"]] == ["sgdsai", "sgd"]
-    assert load_profile_toml(spec)["optimizers"] == ["sgdsai", "sgd"]
+    assert load_spec_file(spec)["optimizers"] == ["sgdsai", "sgd"]
 
 
 def test_out_folder_gets_result_json(tmp_path):

@@ -89,9 +89,9 @@ def test_profile_toml_gates_on_its_committed_baseline(tmp_path):
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "profiles").glob("*.toml")))
 def test_committed_profiles_parse(name):
-    from sgdsai_cli.cli.profile import load_profile_toml
+    from sgdsai_cli.analysis.specfile import load_spec_file
 
-    data = load_profile_toml(ROOT / "profiles" / name)
+    data = load_spec_file(ROOT / "profiles" / name)
     assert data["model"] and data["optimizers"]
     if "baseline" in data:
         assert Path(data["baseline"]).is_file()

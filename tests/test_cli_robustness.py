@@ -1,5 +1,5 @@
 """Adversarial input on every command: one `error: ...` line naming the value, the documented exit code
-(DESIGN.md section 5: 2 bad input, 3 environment, 1 regression), never a traceback."""
+(2 bad input, 3 environment, 1 regression), never a traceback."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,15 +52,36 @@ class ProfileRequest:
 
 
 @dataclass
-class _Plan:
-    """A checked request: the model, the spec to record, the optimizers, the device to run on."""
+class ProfilePlan:
+    """A checked request: the model, the spec to record, the optimizers, the real-run options."""
 
     model_spec: Any
     spec: ProfileSpec
     optimizers: list[str]
     sample_interval_ms: float
     snapshot: bool
-    files: dict[str, Path] = field(default_factory=dict)
+
+    @property
+    def describe(self) -> str:
+        """'sizing gpt2 (fp32) on the meta device: sgdsai, adamw' or 'training gpt2 (fp32) on cpu: ...'."""
+        verb = "sizing" if self.spec.device == "meta" else "training"
+        where = "the meta device" if self.spec.device == "meta" else self.spec.device
+        return f"{verb} {self.spec.model} ({self.spec.precision}) on {where}: {', '.join(self.optimizers)}"
+
+
+def prepare_profile(model: str | None = None, *, spec_file: str | os.PathLike | None = None,
+                    **options: Any) -> ProfilePlan:
+    """Merge defaults, the TOML spec and ``options``, and check every field (no work yet)."""
+    unknown = set(options) - {f.name for f in fields(ProfileRequest)}
+    if unknown:
+        name = sorted(unknown)[0]
+        raise BadInput(f"unknown profile option '{name}'", field=name)
+    request = ProfileRequest()
+    if spec_file is not None:
+        from sgdsai_cli.analysis.specfile import load_spec_file
+
+        request = request.merged(load_spec_file(spec_file))
+    return check_request(request.merged({"model": model, **options}))
 
 
 def profile(model: str | None = None, *, spec_file: str | os.PathLike | None = None,
@@ -73,17 +94,14 @@ def profile(model: str | None = None, *, spec_file: str | os.PathLike | None = N
     explicit arguments override it. Real runs write their samples CSVs to ``samples_dir`` (default
     ``out_dir``) and snapshots to ``out_dir``; the paths are in ``result.files``.
     """
-    unknown = set(options) - {f.name for f in fields(ProfileRequest)}
-    if unknown:
-        name = sorted(unknown)[0]
-        raise BadInput(f"unknown profile option '{name}'", field=name)
-    request = ProfileRequest()
-    if spec_file is not None:
-        from sgdsai_cli.analysis.specfile import load_spec_file
+    plan = prepare_profile(model, spec_file=spec_file, **options)
+    return run_profile(plan, out_dir=out_dir, samples_dir=samples_dir, on_progress=on_progress)
 
-        request = request.merged(load_spec_file(spec_file))
-    request = request.merged({"model": model, **options})
-    plan = check_request(request)
+
+def run_profile(plan: ProfilePlan, *, out_dir: str | os.PathLike | None = None,
+                samples_dir: str | os.PathLike | None = None,
+                on_progress: ProgressCallback | None = None) -> ProfileResult:
+    """Do the work of a prepared profile: meta sizing, or one real run per optimizer."""
     if plan.spec.device == "meta":
         from sgdsai_cli.measure.sizing import size_profile
 
@@ -98,7 +116,7 @@ def profile(model: str | None = None, *, spec_file: str | os.PathLike | None = N
     return real.result
 
 
-def check_request(request: ProfileRequest) -> _Plan:
+def check_request(request: ProfileRequest) -> ProfilePlan:
     """Validate every field (BadInput with the field and value, EnvironmentUnavailable for the device)."""
     from sgdsai_cli.measure.devices import resolve_device
     from sgdsai_cli.models import make_batch, resolve_model
@@ -125,7 +143,7 @@ def check_request(request: ProfileRequest) -> _Plan:
     spec = ProfileSpec(model=model_spec.name, precision=precision.name, device=device,
                        batch_size=request.batch_size, seq_len=seq_len, warmup=request.warmup,
                        steps=request.steps, seed=request.seed)
-    return _Plan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot)
+    return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot)
 
 
 def default_seq_len(model_spec) -> int:

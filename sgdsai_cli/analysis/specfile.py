@@ -56,12 +56,12 @@ def load_spec_file(path: str | os.PathLike) -> dict[str, Any]:
 def _check_key(path, key: str, value: Any) -> None:
     types = SPEC_KEYS.get(key)
     if types is None:
-        raise BadInput(f"{path}: unknown key '{key}'" + did_you_mean(key, SPEC_KEYS), field=key)
+        raise BadInput(f"{path}: unknown key '{key}'" + did_you_mean(key, SPEC_KEYS))
     if isinstance(value, bool) or not isinstance(value, types):
         names = " or ".join(dict.fromkeys(_TYPE_NAMES[t] for t in types))
-        raise BadInput(f"{path}: key '{key}' must be {names}, got {value!r}", field=key, value=value)
+        raise BadInput(f"{path}: key '{key}' must be {names}, got {value!r}", value=value)
     if key == "optimizers" and not all(isinstance(o, str) for o in value):
-        raise BadInput(f"{path}: key 'optimizers' must be a list of names, got {value!r}", field=key, value=value)
+        raise BadInput(f"{path}: key 'optimizers' must be a list of names, got {value!r}", value=value)
 
 
 def _beside(toml_path: Path, value: str) -> str:

@@ -61,7 +61,7 @@ def profile_command(
                                    help="TOML run spec; command-line options override it."),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
-    from sgdsai_cli.analysis.profile import profile
+    from sgdsai_cli.analysis.profile import prepare_profile, run_profile
     from sgdsai_cli.analysis.specfile import load_spec_file
     from sgdsai_cli.files import check_writable
     from sgdsai_cli.units import parse_percent
@@ -87,13 +87,12 @@ def profile_command(
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")
+    plan = prepare_profile(model, spec_file=spec_file, **options)
     if not quiet:
-        say(f"profiling {model or spec.get('model')}: {', '.join(optimizer or spec.get('optimizers') or [])}"
-            .rstrip(": "))
+        say(plan.describe)
     samples_dir = json_path.parent if (out is None and json_path is not None) else None
     with progress_bar(quiet) as on_progress:
-        result = profile(model, spec_file=spec_file, out_dir=out, samples_dir=samples_dir,
-                         on_progress=on_progress, **options)
+        result = run_profile(plan, out_dir=out, samples_dir=samples_dir, on_progress=on_progress)
     _write_outputs(result, json_path, out, quiet)
     _print(result, output_format, quiet)
     if verbose:
