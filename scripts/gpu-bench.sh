@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check for the fast SGD-SaI step (issue 7), about 2 minutes on one H100 (at most 190 s):
+# GPU check for the fast SGD-SaI step paths, about 2 minutes on one H100 (at most 190 s):
 #   1. the GPU tests of every SGD-SaI path (parity with the CPU loop, no host sync in a
 #      steady step, transient memory below the largest tensor from the allocator's peak);
 #   2. `sgdsai bench-step` for gpt2 (fp32) and the first 8 layers of llama2-7b (fp32 and bf16),
