@@ -42,7 +42,6 @@ from sgdsai_cli.measure.bench_result import (
     TensorSet,
 )
 from sgdsai_cli.measure.stats import latency_summary, median
-from sgdsai_cli.measure.stepping import quiet
 from sgdsai_cli.optim import IMPLS, SGDSaI, cpu_kernel
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import Environment
@@ -213,7 +212,7 @@ def _first_steps(optimizers, params, sync, say) -> tuple[dict, dict[str, float],
         say(Progress(name, 0, 1, "first step"))
         try:
             opt, predicted = build(name, params)
-            first[name] = _timed(quiet(opt.step), sync)
+            first[name] = _timed(opt.step, sync)
         except Exception as e:  # e.g. LBFGS needs a closure
             failed.append(_failed_row(name, e))
             say(Progress(name, 1, 1, failed[-1].status))
@@ -297,8 +296,7 @@ def bench_step(spec: BenchSpec, *, on_progress: ProgressCallback | None = None) 
     copy_elems = max(1, min(total_bytes, COPY_MAX_BYTES) // element_bytes)
     src = torch.empty(copy_elems, device=dev, dtype=precision.param_dtype).fill_(1.0)
     dst = torch.empty_like(src)
-    tasks: dict[str, Callable[[], Any]] = {name: quiet(opt.step) if name == "sgdsai-ref" else opt.step
-                                           for name, (opt, _) in opts.items()}
+    tasks: dict[str, Callable[[], Any]] = {name: opt.step for name, (opt, _) in opts.items()}
     tasks["__copy__"] = lambda: dst.copy_(src)
     times = _rounds(tasks, spec, sync, say)
     copy = CopyProbe(copy_elems * element_bytes, latency_summary(times["__copy__"]), 0.0)

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sgdsai_cli.measure.stepping import SymbolicScalars, quiet_step, use_cuda_default_path
+from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
 from sgdsai_cli.measure.storage import state_tensors, unique_bytes
 from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.precision import Precision
@@ -328,11 +328,11 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
         scalars = SymbolicScalars()
         first = LiveTracker()
         with first:
-            quiet_step(opt, scalars)
+            symbolic_step(opt, scalars)
         state_bytes = unique_bytes(state_tensors(opt))
         steady = LiveTracker()
         with steady:
-            quiet_step(opt, scalars)
+            symbolic_step(opt, scalars)
     del opt
     transient = max(first.peak, state_bytes + steady.peak) - state_bytes
     return StepTrace(

@@ -25,7 +25,7 @@ import torch
 
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.measure import estimate as est
-from sgdsai_cli.measure.stepping import SymbolicScalars, quiet_step, use_cuda_default_path
+from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
 from sgdsai_cli.measure.storage import state_bytes_by_key, unique_bytes
 from sgdsai_cli.optim.registry import build_optimizer, resolve_optimizer
 from sgdsai_cli.precision import Precision, resolve_precision
@@ -72,7 +72,7 @@ def size_optimizer(model: torch.nn.Module, optimizer: str) -> tuple[dict[str, in
     else:
         use_impl = use_cuda_default_path(opt)
     scalars = SymbolicScalars()
-    quiet_step(opt, scalars)
+    symbolic_step(opt, scalars)
     if scalars.reads:
         note = "; ".join(filter(None, [note, f"meta tensors have no values: {scalars.reads} scalar reads "
                                              "(Tensor.item) answered with 1 while sizing"]))

@@ -3,16 +3,11 @@
 - ``use_cuda_default_path``: make an optimizer take the path it would take on CUDA (sizing and
   estimates describe a GPU run even where they run on meta or fake CPU tensors).
 - ``SymbolicScalars``: answer ``Tensor.item()`` on meta and fake tensors (they have no values).
-- ``quiet``/``quiet_step``: keep an optimizer's own prints (the official SGD-SaI prints on its
-  first step) off the tool's output.
+- ``symbolic_step``: a step with those scalar reads answered. (The official SGD-SaI's own prints are
+  silenced where the registry builds it.)
 """
 
 from __future__ import annotations
-
-import contextlib
-import io
-from collections.abc import Callable
-from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -44,20 +39,10 @@ def _symbolic(t: torch.Tensor) -> bool:
     return t.device.type == "meta" or is_fake(t)
 
 
-def quiet(fn: Callable[[], Any]) -> Callable[[], Any]:
-    """``fn`` with what it prints swallowed (the one place the core redirects stdout)."""
-
-    def run():
-        with contextlib.redirect_stdout(io.StringIO()):
-            return fn()
-
-    return run
-
-
-def quiet_step(optimizer: torch.optim.Optimizer, scalars: SymbolicScalars) -> None:
-    """``optimizer.step()`` with symbolic scalar reads answered and prints swallowed."""
+def symbolic_step(optimizer: torch.optim.Optimizer, scalars: SymbolicScalars) -> None:
+    """``optimizer.step()`` with symbolic scalar reads answered."""
     with scalars:
-        quiet(optimizer.step)()
+        optimizer.step()
 
 
 def use_cuda_default_path(optimizer: torch.optim.Optimizer) -> str:

@@ -75,14 +75,19 @@ def _default_impl(optimizer, params) -> str:
     return "foreach" if _on_cuda(params) else "loop"
 
 
+def _silent_print(*_args, **_kwargs) -> None:
+    """The official package prints a banner on its first step; its module gets this print instead."""
+
+
 def _sgdsai_ref(params):
     try:
-        from sgd_sai import SGD_sai
+        import sgd_sai.sgd_sai as official
     except ImportError:
         raise EnvironmentUnavailable(
             "optimizer 'sgdsai-ref' needs the official package: pip install sgd-sai==1.0.3",
             value="sgdsai-ref") from None
-    return SGD_sai(params)
+    official.print = _silent_print  # a module global shadows the builtin for that module alone
+    return official.SGD_sai(params)
 
 
 def _sgdsai_impl(optimizer, params) -> str:
