@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sgdsai_cli.errors import SgdsaiError
     from sgdsai_cli.files import write_json_atomic
-    from sgdsai_cli.measure.bench import BenchSpec, bench_document
+    from sgdsai_cli.measure.bench import BenchSpec, bench_step
 
     docs = []
     for case in args.case or ["gpt2", "llama2-7b:1"]:
@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = BenchSpec(model=model, device=args.device, precision=args.precision, layers=layers,
                              optimizers=tuple(args.optimizer or OPTIMIZERS), warmup=args.warmup, steps=args.steps)
             try:
-                doc = bench_document(spec)
+                doc = bench_step(spec).to_dict()
             except SgdsaiError as e:
                 print(f"error: {case}: {e}", file=sys.stderr)
                 return e.exit_code

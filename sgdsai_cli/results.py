@@ -235,28 +235,3 @@ class ProfileResult:
                    created_utc=d.get("created_utc", ""), tool_version=d.get("tool_version", ""),
                    timing_s=d.get("timing_s"), interrupted=bool(d.get("interrupted", False)),
                    extra={k: v for k, v in d.items() if k not in head})
-
-
-# ------------------------------------------------------------------------------------------------
-# dict-building helpers still used by modules that have not moved to the records above
-
-
-def environment(device: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Python, torch and platform versions plus the device record, as a dict."""
-    return Environment.current(device).to_dict()
-
-
-def envelope(kind: str, spec: dict[str, Any], body: dict[str, Any], device: dict[str, Any] | None = None) -> dict:
-    """Wrap a kind-specific body in the versioned envelope."""
-    return {"schema_version": SCHEMA_VERSION, "kind": kind, "tool_version": __version__, "created_utc": utc_now(),
-            "environment": environment(device), "spec": spec, **body}
-
-
-def to_plain(obj: Any) -> Any:
-    """Records (nested) -> dicts, ready for json.dumps."""
-    return plain(obj)
-
-
-def profile_document(spec: ProfileSpec, model: ModelInfo, runs: list[RunResult],
-                     device: dict[str, Any] | None = None) -> dict:
-    return ProfileResult(spec, model, runs, Environment.current(device)).to_dict()

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from sgdsai_cli.cli import app
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.measure import bench, devices
-from sgdsai_cli.measure.bench import BenchResult, BenchSpec, bench_document, bench_step, param_shapes
+from sgdsai_cli.measure.bench import BenchResult, BenchSpec, bench_step, param_shapes
 from sgdsai_cli.models import build_model, decoder_layers, resolve_model
 from sgdsai_cli.progress import Progress
 
@@ -46,9 +46,10 @@ def test_bench_step_is_typed_and_reports_progress(tiny_run):
 
 
 def test_bench_document_keeps_the_old_shape():
-    events: list[str] = []
-    doc = bench_document(BenchSpec(model="tiny-vit", device="cpu", optimizers=("sgdsai:loop",), warmup=0, steps=1),
-                         on_event=events.append)
+    events = []
+    doc = bench_step(BenchSpec(model="tiny-vit", device="cpu", optimizers=("sgdsai:loop",), warmup=0, steps=1),
+                     on_progress=events.append).to_dict()
+    events = [f"{p.task}: {p.stage}" + (f" {p.completed}/{p.total}" if p.total else "") for p in events]
     assert list(doc) == ["schema_version", "kind", "tool_version", "created_utc", "environment", "spec", "tensors",
                          "copy", "rows"]
     assert list(doc["spec"]) == ["model", "precision", "device", "layers", "optimizers", "warmup", "steps", "seed"]
@@ -104,7 +105,8 @@ def test_copy_bandwidth_is_measured(tiny_doc):
 
 
 def test_no_reference_means_no_ratio():
-    doc = bench_document(BenchSpec(model="tiny-llama", device="cpu", optimizers=("sgdsai:loop",), warmup=0, steps=1))
+    doc = bench_step(BenchSpec(model="tiny-llama", device="cpu", optimizers=("sgdsai:loop",), warmup=0,
+                               steps=1)).to_dict()
     assert doc["rows"][0]["ratio_to_adamw_fused"] is None and doc["rows"][0]["step_ms"]["n"] == 1
 
 

@@ -307,15 +307,3 @@ def bench_step(spec: BenchSpec, *, on_progress: ProgressCallback | None = None) 
     rows.sort(key=lambda r: order.get(r.optimizer, len(order)))
     tensors = TensorSet(len(shapes), n_params, total_bytes, max(p.numel() for p in params) * element_bytes)
     return BenchResult(spec, tensors, copy, rows, Environment.current(devices.device_record(dev)))
-
-
-def _event_text(p: Progress) -> str:
-    count = f" {p.completed}/{p.total}" if p.total else ""
-    return f"{p.task}: {p.stage}{count}"
-
-
-# retired once benchmarks/step_bench.py calls bench_step
-def bench_document(spec: BenchSpec, *, on_event: Callable[[str], None] | None = None) -> dict:
-    """``bench_step(spec).to_dict()``, progress as one line of text per event."""
-    say = on_event or (lambda _text: None)
-    return bench_step(spec, on_progress=lambda p: say(_event_text(p))).to_dict()
