@@ -4,8 +4,8 @@
   ``res.stdout`` and ``res.stderr`` are kept apart.
 - ``tiny_profile`` is the schema-1 document of ``sgdsai profile --model tiny-gpt2 --seq-len 64`` on
   meta, made once per session through the library API (the same numbers the CLI prints).
-- ``oracle`` is the official ``sgd_sai.SGD_sai`` class; a test that asks for it is skipped (alone)
-  where the package is not installed.
+- ``sgd_sai`` is the official package (the parity oracle); a test that asks for it is skipped
+  (alone) where the package is not installed.
 """
 
 from __future__ import annotations
@@ -42,6 +42,6 @@ def tiny_profile(_tiny_profile_doc) -> dict:
 
 
 @pytest.fixture
-def oracle():
-    sgd_sai = pytest.importorskip("sgd_sai")
-    return sgd_sai.SGD_sai
+def sgd_sai():
+    """The official package (the oracle); only a test that asks for it is skipped without it."""
+    return pytest.importorskip("sgd_sai")

@@ -18,12 +18,6 @@ from torch import nn
 from sgdsai_cli.optim import SGDSaI, compute_gsnr
 
 
-@pytest.fixture
-def sgd_sai():
-    """The official package (the oracle); the test is skipped without it."""
-    return pytest.importorskip("sgd_sai")
-
-
 class Mixed(nn.Module):
     """Embedding, conv, norm and linear parameters: the kinds of tensor a real model has."""
 

@@ -89,8 +89,7 @@ def test_every_path_tracks_fp32_in_low_precision(impl, dtype):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_every_path_matches_the_official_package(impl):
-    sgd_sai = pytest.importorskip("sgd_sai")
+def test_every_path_matches_the_official_package(impl, sgd_sai):
     torch.manual_seed(0)
     ref_model = nn.Sequential(nn.Linear(40, 300), nn.LayerNorm(300), nn.Linear(300, 200))
     our_model = copy.deepcopy(ref_model)
