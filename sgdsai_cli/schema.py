@@ -82,46 +82,47 @@ def _check_run(path, i: int, run: Any) -> None:
             raise BadInput(f"{path}: runs[{i}].{key} must be a string, not {_short(run[key])}")
     if run.get("impl") is not None and not isinstance(run["impl"], str):
         raise BadInput(f"{path}: runs[{i}].impl must be a string or null, not {_short(run['impl'])}")
-    memory = run.get("memory")
-    if memory is not None:
-        if not isinstance(memory, dict):
-            raise BadInput(f"{path}: runs[{i}].memory must be an object")
-        for key, value in memory.items():
-            if key.endswith("_bytes") and value is not None and not _is_count(value):
-                raise BadInput(f"{path}: runs[{i}].memory.{key} must be a non-negative integer (bytes) or null, "
-                               f"not {_short(value)}")
-        by_key = memory.get("state_bytes_by_key")
-        if by_key is not None:
-            if not isinstance(by_key, dict):
-                raise BadInput(f"{path}: runs[{i}].memory.state_bytes_by_key must be an object")
-            for key, value in by_key.items():
-                if not _is_count(value):
-                    raise BadInput(f"{path}: runs[{i}].memory.state_bytes_by_key.{key} must be a non-negative "
-                                   f"integer (bytes), not {_short(value)}")
-        if memory.get("details") is not None and not isinstance(memory["details"], dict):
-            raise BadInput(f"{path}: runs[{i}].memory.details must be an object")
-    latency = run.get("latency_ms")
-    if latency is not None:
-        if not isinstance(latency, dict):
-            raise BadInput(f"{path}: runs[{i}].latency_ms must be an object or null, not {_short(latency)}")
-        def finite(value: Any) -> bool:
-            return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)
-                                     and math.isfinite(value))
+    if run.get("memory") is not None:
+        _check_memory(f"{path}: runs[{i}].memory", run["memory"])
+    if run.get("latency_ms") is not None:
+        _check_latency(f"{path}: runs[{i}].latency_ms", run["latency_ms"])
 
-        for phase, stats in latency.items():
-            if phase == "first_step":  # ms of the first optimizer step
-                if not finite(stats):
-                    raise BadInput(f"{path}: runs[{i}].latency_ms.first_step must be a finite number or null, "
-                                   f"not {_short(stats)}")
-                continue
-            if stats is None:
-                continue
+
+def _check_memory(where: str, memory: Any) -> None:
+    if not isinstance(memory, dict):
+        raise BadInput(f"{where} must be an object")
+    for key, value in memory.items():
+        if key.endswith("_bytes") and value is not None and not _is_count(value):
+            raise BadInput(f"{where}.{key} must be a non-negative integer (bytes) or null, not {_short(value)}")
+    by_key = memory.get("state_bytes_by_key")
+    if by_key is not None:
+        if not isinstance(by_key, dict):
+            raise BadInput(f"{where}.state_bytes_by_key must be an object")
+        for key, value in by_key.items():
+            if not _is_count(value):
+                raise BadInput(f"{where}.state_bytes_by_key.{key} must be a non-negative integer (bytes), "
+                               f"not {_short(value)}")
+    if memory.get("details") is not None and not isinstance(memory["details"], dict):
+        raise BadInput(f"{where}.details must be an object")
+
+
+def _finite(value: Any) -> bool:
+    return value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value))
+
+
+def _check_latency(where: str, latency: Any) -> None:
+    if not isinstance(latency, dict):
+        raise BadInput(f"{where} must be an object or null, not {_short(latency)}")
+    for phase, stats in latency.items():
+        if phase == "first_step":  # ms of the first optimizer step
+            if not _finite(stats):
+                raise BadInput(f"{where}.first_step must be a finite number or null, not {_short(stats)}")
+        elif stats is not None:
             if not isinstance(stats, dict):
-                raise BadInput(f"{path}: runs[{i}].latency_ms.{phase} must be an object or null, not {_short(stats)}")
+                raise BadInput(f"{where}.{phase} must be an object or null, not {_short(stats)}")
             for stat, value in stats.items():
-                if not finite(value):
-                    raise BadInput(f"{path}: runs[{i}].latency_ms.{phase}.{stat} must be a finite number or null, "
-                                   f"not {_short(value)}")
+                if not _finite(value):
+                    raise BadInput(f"{where}.{phase}.{stat} must be a finite number or null, not {_short(value)}")
 
 
 def load_result(path: str | os.PathLike):
