@@ -256,55 +256,58 @@ def compare(
         report.notes.append(why)
 
     for ikey, brun in baseline.items():
-        label = _label(ikey[:5])
         crun = current.get(ikey)
         if crun is None:
-            report.rows.append(CheckRow(*label, "run", "run", brun.status, None, None, MISSING))
-            continue
-        report.matched_runs += 1
-        bstatus, cstatus = brun.status, crun.status
-        if bstatus != cstatus:
-            verdict = REGRESSION if bstatus == "ok" else (IMPROVED if cstatus == "ok" else NOT_OK)
-            report.rows.append(CheckRow(*label, "status", "status", bstatus, cstatus, None, verdict))
-        for metric in MEMORY_METRICS:
-            b, c = (_number(getattr(r.memory, metric, None)) for r in (brun, crun))
-            if b is None or c is None:
-                continue
-            change, verdict = _verdict(b, c, tolerance)
-            report.rows.append(CheckRow(*label, metric, "memory", b, c, change, verdict, tolerance))
-        if compare_latency:
-            for phase in LATENCY_PHASES:
-                b, c = _latency_p50(brun, phase), _latency_p50(crun, phase)
-                if b is None or c is None:
-                    continue
-                change, verdict = _verdict(b, c, tolerance_latency)
-                report.rows.append(CheckRow(*label, f"{phase}_p50_ms", "latency", b, c, change, verdict,
-                                            tolerance_latency))
-    for ikey, crun in current.items():
-        if ikey not in baseline:
-            report.rows.append(CheckRow(*_label(ikey[:5]), "run", "run", None, crun.status, None, NEW))
-
+            report.rows.append(CheckRow(*_label(ikey[:5]), "run", "run", brun.status, None, None, MISSING))
+        else:
+            report.matched_runs += 1
+            report.rows += _compare_run(_label(ikey[:5]), brun, crun, tolerance,
+                                        tolerance_latency if compare_latency else None)
+    report.rows += [CheckRow(*_label(ikey[:5]), "run", "run", None, crun.status, None, NEW)
+                    for ikey, crun in current.items() if ikey not in baseline]
     for key, limit in budgets.items():
-        applied = 0
-        for ikey, crun in current.items():
-            value = budget_value(crun.memory, key)
-            if value is None:
-                continue
-            applied += 1
-            verdict = OVER_BUDGET if value > limit else WITHIN_BUDGET
-            report.rows.append(CheckRow(*_label(ikey[:5]), f"budget {key}", "budget", limit, value,
-                                        _relative(limit, value), verdict))
-        if not applied:
-            raise BadInput(f"budget '{key}': no run in the result has a {key} figure"
-                           + (" (sizing on meta has no measured peaks; profile on a GPU, or add estimates)"
-                              if key.startswith("peak") or key == "nvml_used_peak" else ""))
-
+        report.rows += _budget_rows(current, key, limit)
     if report.matched_runs == 0 and not budgets:
         base_keys = sorted({" ".join(_label(k[:5])) for k in baseline}) or ["none"]
         cur_keys = sorted({" ".join(_label(k[:5])) for k in current}) or ["none"]
         raise BadInput("nothing to compare: no run matches the baseline by model, precision, device, optimizer "
                        f"and implementation (baseline has {', '.join(base_keys)}; result has {', '.join(cur_keys)})")
     return report
+
+
+def _compare_run(label: tuple[str, str], brun: RunResult, crun: RunResult, tolerance: float,
+                 tolerance_latency: float | None) -> list[CheckRow]:
+    """The status, memory and (when ``tolerance_latency`` is given) latency rows of one matched pair."""
+    rows = []
+    if brun.status != crun.status:
+        verdict = REGRESSION if brun.status == "ok" else (IMPROVED if crun.status == "ok" else NOT_OK)
+        rows.append(CheckRow(*label, "status", "status", brun.status, crun.status, None, verdict))
+    for metric in MEMORY_METRICS:
+        b, c = (_number(getattr(r.memory, metric, None)) for r in (brun, crun))
+        if b is not None and c is not None:
+            rows.append(CheckRow(*label, metric, "memory", b, c, *_verdict(b, c, tolerance), tolerance))
+    for phase in LATENCY_PHASES if tolerance_latency is not None else ():
+        b, c = _latency_p50(brun, phase), _latency_p50(crun, phase)
+        if b is not None and c is not None:
+            rows.append(CheckRow(*label, f"{phase}_p50_ms", "latency", b, c, *_verdict(b, c, tolerance_latency),
+                                 tolerance_latency))
+    return rows
+
+
+def _budget_rows(current: dict[tuple, RunResult], key: str, limit: int) -> list[CheckRow]:
+    """One row per run that has the budget's figure; BadInput when none has it."""
+    rows = []
+    for ikey, crun in current.items():
+        value = budget_value(crun.memory, key)
+        if value is not None:
+            verdict = OVER_BUDGET if value > limit else WITHIN_BUDGET
+            rows.append(CheckRow(*_label(ikey[:5]), f"budget {key}", "budget", limit, value,
+                                 _relative(limit, value), verdict))
+    if not rows:
+        raise BadInput(f"budget '{key}': no run in the result has a {key} figure"
+                       + (" (sizing on meta has no measured peaks; profile on a GPU, or add estimates)"
+                          if key.startswith("peak") or key == "nvml_used_peak" else ""))
+    return rows
 
 
 ResultLike = ProfileResult | dict | str | os.PathLike
