@@ -28,7 +28,7 @@ def validate_document(doc: Any, path: str | os.PathLike, kinds: tuple[str, ...] 
     if not isinstance(doc, dict):
         raise BadInput(f"{path}: not a sgdsai result (expected a JSON object)")
     version = doc.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:  # true == 1 and 1.0 == 1 in Python: not here
         raise BadInput(f"{path}: unsupported schema_version {_short(version)} (expected {SCHEMA_VERSION})")
     kind = doc.get("kind")
     if kind not in kinds:
@@ -50,8 +50,39 @@ def validate_document(doc: Any, path: str | os.PathLike, kinds: tuple[str, ...] 
         runs = doc.get("runs")
         if not (isinstance(doc.get("model"), dict) and isinstance(runs, list) and isinstance(doc.get("spec"), dict)):
             raise BadInput(f"{path}: profile result needs 'spec', 'model' and 'runs'")
+        _check_profile_head(path, doc)
         for i, run in enumerate(runs):
             _check_run(path, i, run)
+
+
+_SPEC_INTEGERS = ("batch_size", "seq_len", "warmup", "steps", "seed")
+_MODEL_COUNTS = ("param_tensors", "param_bytes", "grad_bytes")
+
+
+def _check_profile_head(path, doc: dict) -> None:
+    """The names a profile's runs are matched by are strings, its counts integers (never booleans)."""
+    spec, model, environment = doc["spec"], doc["model"], doc.get("environment") or {}
+    if "model" not in spec or not isinstance(model.get("name"), str):
+        raise BadInput(f"{path}: profile result needs spec.model and a string model.name")
+    if "device" in environment and not isinstance(environment["device"], dict):
+        raise BadInput(f"{path}: environment.device of a profile must be an object, "
+                       f"not {_short(environment['device'])}")
+    if "device" in spec and not isinstance(spec["device"], str):
+        raise BadInput(f"{path}: spec.device must be a string, not {_short(spec['device'])}")
+    device = environment.get("device") or {}
+    for where, obj, key in (("spec", spec, "model"), ("spec", spec, "precision"),
+                            ("environment.device", device, "type"), ("environment.device", device, "name")):
+        if obj.get(key) is not None and not isinstance(obj[key], str):
+            raise BadInput(f"{path}: {where}.{key} must be a string or null, not {_short(obj[key])}")
+    for key in _SPEC_INTEGERS:
+        value = spec.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool)):
+            raise BadInput(f"{path}: spec.{key} must be an integer or null, not {_short(value)}")
+    for key in _MODEL_COUNTS:
+        if model.get(key) is not None and not _is_count(model[key]):
+            raise BadInput(f"{path}: model.{key} must be a non-negative integer or null, not {_short(model[key])}")
+    if doc.get("interrupted") is not None and not isinstance(doc["interrupted"], bool):
+        raise BadInput(f"{path}: interrupted must be true or false, not {_short(doc['interrupted'])}")
 
 
 _MAX_BYTES = 2**63  # a byte count beyond this is not a measurement (and overflows float arithmetic)
@@ -75,8 +106,8 @@ def _is_count(value: Any) -> bool:
 
 def _check_run(path, i: int, run: Any) -> None:
     """One profile run: names are strings, byte figures non-negative integers or null, latencies objects."""
-    if not isinstance(run, dict) or "optimizer" not in run or "status" not in run:
-        raise BadInput(f"{path}: runs[{i}] needs 'optimizer' and 'status'")
+    if not isinstance(run, dict) or not {"optimizer", "impl", "status"} <= run.keys():
+        raise BadInput(f"{path}: runs[{i}] needs 'optimizer', 'impl' and 'status'")
     for key in ("optimizer", "status"):
         if not isinstance(run[key], str):
             raise BadInput(f"{path}: runs[{i}].{key} must be a string, not {_short(run[key])}")
@@ -91,6 +122,8 @@ def _check_run(path, i: int, run: Any) -> None:
 def _check_memory(where: str, memory: Any) -> None:
     if not isinstance(memory, dict):
         raise BadInput(f"{where} must be an object")
+    if not isinstance(memory.get("source"), str):
+        raise BadInput(f"{where}.source must be a string, not {_short(memory.get('source'))}")
     for key, value in memory.items():
         if key.endswith("_bytes") and value is not None and not _is_count(value):
             raise BadInput(f"{where}.{key} must be a non-negative integer (bytes) or null, not {_short(value)}")

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 
-from sgdsai_cli.analysis.check import BUDGET_KEYS, budget_value, compare, parse_budget
+from sgdsai_cli.analysis.check import BUDGET_KEYS, budget_value, check, compare, parse_budget, parse_budgets
 from sgdsai_cli.errors import BadInput
 from sgdsai_cli.render.check import check_table
 from sgdsai_cli.render.format import size
@@ -230,3 +231,115 @@ def test_growth_from_zero_is_a_regression():
     assert (failure.metric, failure.change, failure.verdict) == ("step_transient_bytes", None, "regression")
     assert report.summary().endswith("step_transient_bytes of sgdsai/loop (llama2-7b fp32 meta) from 0")
     assert compare_documents(base, base, tolerance=0).passed  # 0 -> 0 is fine
+
+
+# --- never a silent pass -------------------------------------------------------------------------
+
+def _nulls(optimizer):
+    """A run whose every figure is null (as a meta sizing that failed to size anything)."""
+    return run(optimizer, state=None, state_bytes_by_key={}, param_bytes=None, grad_bytes=None)
+
+
+@pytest.mark.parametrize(
+    ("current", "baseline"),
+    [
+        (doc([_nulls("sgdsai"), _nulls("adamw")]), BASE),  # the result's figures are all null
+        (BASE, doc([_nulls("sgdsai"), _nulls("adamw")])),  # the baseline's are
+        (doc([_nulls("sgdsai")]), doc([_nulls("sgdsai")])),  # both
+        (doc([run("sgdsai", status="oom", state=None, param_bytes=None, grad_bytes=None)]),
+         doc([run("sgdsai", status="oom", state=None, param_bytes=None, grad_bytes=None)])),  # oom both times
+    ],
+)
+def test_matched_runs_without_a_common_figure_are_nothing_to_compare(current, baseline):
+    with pytest.raises(BadInput, match=r"nothing to compare: the matched runs \(sgdsai/loop \(llama2-7b fp32 meta\)"):
+        compare_documents(current, baseline, tolerance=0.01)
+
+
+def test_a_budget_applied_counts_as_compared():
+    current = doc([run("sgdsai", param_bytes=None, grad_bytes=None)])
+    baseline = doc([_nulls("sgdsai")])
+    report = compare_documents(current, baseline, tolerance=0.01, budgets={"state": 10 * P})
+    assert report.passed and report.compared == 1
+    assert [(r.metric, r.verdict) for r in report.rows] == [("budget state", "within budget")]
+
+
+def test_a_status_regression_without_figures_still_fails():
+    baseline = doc([run("sgdsai", state=None, param_bytes=None, grad_bytes=None)])
+    current = doc([run("sgdsai", status="oom", state=None, param_bytes=None, grad_bytes=None)])
+    report = compare_documents(current, baseline, tolerance=0.01)
+    assert not report.passed and report.compared == 0
+    assert [(r.metric, r.verdict) for r in report.failures] == [("status", "regression")]
+
+
+# --- duplicate runs --------------------------------------------------------------------------------
+
+def _copies(n_sgdsai, factor=1):
+    return doc([run("sgdsai", state=(4 * P + 1164) * (factor if i else 1)) for i in range(n_sgdsai)]
+               + [run("adamw", state=8 * P + 2328)])
+
+
+@pytest.mark.parametrize(
+    ("current", "baseline", "counts"),
+    [
+        (_copies(2, factor=10), _copies(1), "the result holds it 2 time(s), the baseline 1"),
+        (_copies(1), _copies(2), "the result holds it 1 time(s), the baseline 2"),
+        (_copies(3), _copies(2), "the result holds it 3 time(s), the baseline 2"),
+        (_copies(2), doc([run("adamw", state=8 * P + 2328)]), "the result holds it 2 time(s), the baseline 0"),
+    ],
+)
+def test_duplicate_runs_that_cannot_be_paired_are_bad_input(current, baseline, counts):
+    with pytest.raises(BadInput) as err:
+        compare_documents(current, baseline, tolerance=0.01)
+    assert str(err.value).startswith("duplicate run sgdsai/loop (llama2-7b fp32 meta): ")
+    assert counts in str(err.value)
+
+
+def test_duplicate_runs_with_equal_counts_pair_in_order():
+    baseline = _copies(2)
+    current = _copies(2, factor=1)
+    current["runs"][1]["memory"]["state_bytes"] *= 10  # the second copy grew: compared with the second
+    report = compare_documents(current, baseline, tolerance=0.01)
+    assert report.matched_runs == 3
+    assert [(r.run, r.metric, r.baseline) for r in report.failures] == [
+        ("sgdsai/loop", "state_bytes", 4 * P + 1164)]
+    assert not any(r.verdict in ("new", "missing") for r in report.rows)
+
+
+def test_one_copy_on_each_side_is_no_duplicate():
+    assert compare_documents(_copies(1), _copies(1), tolerance=0).passed
+
+
+# --- budgets and tolerances ------------------------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("texts", "message"),
+    [
+        (["state=1KiB", "state=1GB"], "budget 'state' given twice ('state=1KiB' and 'state=1GB')"),
+        (["state=1GB", "state_bytes=1GB"], "budget 'state' given twice ('state=1GB' and 'state_bytes=1GB')"),
+        (["peak=1GB", "grad=1GB", " PEAK = 2GB"], "budget 'peak' given twice"),
+    ],
+)
+def test_repeated_budget_keys_are_refused(texts, message):
+    with pytest.raises(BadInput, match=re.escape(message)):
+        parse_budgets(texts)
+
+
+def test_distinct_budget_keys_are_all_kept():
+    assert parse_budgets(["state=1KiB", "peak=1GB", "grad=2"]) == {"state": 1024, "peak": 10**9, "grad": 2}
+    assert parse_budgets(None) == {} and parse_budgets([]) == {}
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -0.01, True, "1e400", "nan%"])
+def test_tolerances_must_be_finite(bad):
+    with pytest.raises(BadInput, match="finite|zero or more"):
+        check(BASE, BASE, tolerance=bad)
+    with pytest.raises(BadInput, match="finite|zero or more"):
+        check(BASE, BASE, tolerance_latency=bad)
+
+
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -1.0])
+def test_compare_refuses_non_finite_tolerances(bad):
+    with pytest.raises(BadInput, match="must be a finite fraction, zero or more"):
+        compare_documents(BASE, BASE, tolerance=bad)
+    with pytest.raises(BadInput, match="must be a finite fraction, zero or more"):
+        compare_documents(BASE, BASE, tolerance=0.01, tolerance_latency=bad)

@@ -7,23 +7,26 @@
 Rules:
 
 - runs are matched by (model, precision, device type, optimizer, implementation); two runs with the
-  same key are matched in the order they appear;
+  same key are matched in the order they appear, and only when both sides hold the same number of
+  them (otherwise which copy pairs with which is a guess: ``BadInput``);
 - every memory metric (a ``*_bytes`` number) present in both runs is compared: growth beyond
   ``tolerance`` (a fraction, 0.01 = 1%) is a regression, shrinkage beyond it an improvement;
 - latency (p50 of optimizer step, forward, backward) only when both results ran on the same device
   model (same device type and name, not meta); growth beyond ``tolerance_latency`` is a regression;
 - a run that was ``ok`` in the baseline and is not ``ok`` now (oom, error) is a regression;
 - budgets cap a current run's metric whatever the baseline says. Keys are memory field names without
-  ``_bytes`` (see ``BUDGET_KEYS``) plus ``peak``: the largest peak figure the run has.
+  ``_bytes`` (see ``BUDGET_KEYS``) plus ``peak``: the largest peak figure the run has; one budget a key.
 
-Nothing to compare (no run matched, or a budget no run can be measured against) is bad input
-(``BadInput``, exit 2), never a silent pass. The environment and ``created_utc`` fields are not compared.
+Nothing to compare (no run matched, matched runs with no figure on both sides, or a budget no run can
+be measured against) is bad input (``BadInput``, exit 2), never a silent pass; a budget applied counts
+as a compared figure. The environment and ``created_utc`` fields are not compared.
 """
 
 from __future__ import annotations
 
+import math
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -154,8 +157,16 @@ def parse_budget(text: str) -> tuple[str, int]:
 
 
 def parse_budgets(texts: list[str] | None) -> dict[str, int]:
-    """Several budget texts -> {key: bytes}; a key given twice keeps the last."""
-    return dict(parse_budget(t) for t in (texts or []))
+    """Several budget texts -> {key: bytes}; a key given twice is BadInput (which one was meant?)."""
+    budgets: dict[str, int] = {}
+    given: dict[str, str] = {}
+    for text in texts or []:
+        key, limit = parse_budget(text)
+        if key in budgets:
+            raise BadInput(f"budget '{key}' given twice ('{given[key]}' and '{text}'): give one budget per key",
+                           field="budget", value=text)
+        budgets[key], given[key] = limit, text
+    return budgets
 
 
 def _run_key(result: ProfileResult, run: RunResult) -> tuple:
@@ -240,15 +251,19 @@ def compare(
     """Compare two profile results and apply budgets (tolerances as fractions, budgets in bytes).
 
     Raises ``BadInput`` when there is nothing to compare: no run of the result matches the baseline
-    (and no budget applies), or a budget key no run of the result has a figure for.
+    (and no budget applies), matched runs share no non-null figure (and no budget applies), or a budget
+    key no run of the result has a figure for; and when a run key is repeated on one side and the two
+    sides hold different numbers of it (no honest pairing).
     """
-    if tolerance < 0 or tolerance_latency < 0:
-        raise BadInput("tolerances must be zero or more")
+    for name, value in (("tolerance", tolerance), ("tolerance_latency", tolerance_latency)):
+        if not (math.isfinite(value) and value >= 0):
+            raise BadInput(f"bad {name} {value!r} (must be a finite fraction, zero or more)", field=name, value=value)
     budgets = dict(budgets or {})
     for key in budgets:
         if key not in BUDGET_KEYS:
             raise BadInput(f"unknown budget key '{key}'" + did_you_mean(key, BUDGET_KEYS))
     report = CheckReport(tolerance=tolerance, tolerance_latency=tolerance_latency, budgets=budgets)
+    _refuse_unpairable(current_doc, baseline_doc)
     current = _indexed_runs(current_doc)
     baseline = _indexed_runs(baseline_doc)
     compare_latency, why = _same_device_model(current_doc, baseline_doc)
@@ -272,7 +287,25 @@ def compare(
         cur_keys = sorted({" ".join(_label(k[:5])) for k in current}) or ["none"]
         raise BadInput("nothing to compare: no run matches the baseline by model, precision, device, optimizer "
                        f"and implementation (baseline has {', '.join(base_keys)}; result has {', '.join(cur_keys)})")
+    if report.compared == 0 and report.passed:
+        matched = [f"{r} ({c})" for c, r in (_label(k[:5]) for k in baseline if k in current)]
+        shown = ", ".join(matched[:3]) + (f" and {len(matched) - 3} more" if len(matched) > 3 else "")
+        raise BadInput(f"nothing to compare: the matched runs ({shown}) have no memory or latency figure that is "
+                       "non-null in both the result and the baseline, and no budget was given")
     return report
+
+
+def _refuse_unpairable(current_doc: ProfileResult, baseline_doc: ProfileResult) -> None:
+    """BadInput when a run key appears more than once on a side and the two sides hold different counts."""
+    current = Counter(_run_key(current_doc, r) for r in current_doc.runs)
+    baseline = Counter(_run_key(baseline_doc, r) for r in baseline_doc.runs)
+    for key in [*current, *(k for k in baseline if k not in current)]:
+        if current[key] != baseline[key] and max(current[key], baseline[key]) > 1:
+            case, run = _label(key)
+            raise BadInput(f"duplicate run {run} ({case}): the result holds it {current[key]} time(s), the baseline "
+                           f"{baseline[key]}; runs with the same model, precision, device, optimizer and "
+                           "implementation are paired in order only when both hold the same number of them",
+                           field="runs", value=run)
 
 
 def _compare_run(label: tuple[str, str], brun: RunResult, crun: RunResult, tolerance: float,
@@ -329,8 +362,8 @@ def _fraction(name: str, value: float | str) -> float:
     """A tolerance: a fraction (0.01) or a percentage text ('1%')."""
     if isinstance(value, str):
         return parse_percent(value)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
-        raise BadInput(f"bad {name} {value!r} (must be zero or more)", field=name, value=value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise BadInput(f"bad {name} {value!r} (must be a finite fraction, zero or more)", field=name, value=value)
     return float(value)
 
 
