@@ -15,6 +15,7 @@ Batches are windows at seeded random offsets:
 from __future__ import annotations
 
 import os
+import stat
 import sysconfig
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from torch import Tensor
 
 from sgdsai_cli.errors import BadInput
+from sgdsai_cli.files import file_kind, read_head
 
 DEFAULT_MAX_BYTES = 4 * 1024 * 1024
 _SKIP_DIRS = {"site-packages", "dist-packages", "__pycache__", "idlelib", "lib2to3"}
@@ -93,7 +95,8 @@ def _looks_like_text(head: bytes) -> bool:
 
 
 def _data_files(path: Path):
-    if path.is_file():
+    """The file itself, or a folder's files in sorted order (hidden ones and linked folders left out)."""
+    if not os.path.isdir(path):
         yield path
         return
     for folder, dirs, files in os.walk(path):
@@ -103,50 +106,83 @@ def _data_files(path: Path):
                 yield Path(folder) / name
 
 
+def _read_one(f: Path, limit: int, skip_binary: bool) -> bytes:
+    """At most ``limit`` bytes of ``f`` (b"" for a file to skip: not regular, unreadable, empty by its
+    size, or not text when ``skip_binary``). Only regular files are opened, so a FIFO or a link to
+    /dev/zero in a folder is passed over, never read; a file is read no further than
+    ``max(limit, 8 KiB)`` bytes (the sniffed head), in bounded chunks."""
+    try:
+        st = os.stat(f)
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:  # size 0: empty, or a /proc file that may block
+            return b""
+        data = read_head(f, max(limit, _SNIFF_BYTES))
+    except (OSError, BadInput):
+        return b""
+    if skip_binary and not _looks_like_text(data[:_SNIFF_BYTES]):
+        return b""
+    return data[:limit]
+
+
 def _read(files, max_bytes: int, skip_binary: bool) -> tuple[bytes, int]:
     chunks: list[bytes] = []
     total = count = 0
     for f in files:
-        try:
-            raw = f.read_bytes()
-        except OSError:
+        raw = _read_one(f, max_bytes - total, skip_binary)
+        if not raw:
             continue
-        if not raw or (skip_binary and not _looks_like_text(raw[:_SNIFF_BYTES])):
-            continue
-        raw = raw[: max_bytes - total]
         chunks.append(raw)
         total += len(raw)
         count += 1
         if total >= max_bytes:
             break
     return b"".join(chunks), count
-
-
-def load_corpus(data: str | os.PathLike | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> ByteCorpus:
+def load_corpus(data: str | os.PathLike | None = None, max_bytes: int = DEFAULT_MAX_BYTES, *,
+                text_only: bool = False) -> ByteCorpus:
     """The stdlib corpus (``data`` None) or the text file / folder of text files at ``data``.
 
-    Reads at most ``max_bytes`` (files in sorted order). In a folder, files that are
-    not text (a NUL byte or invalid UTF-8 in their first 8 KiB) are skipped. A missing
-    path, or one with no text in it, raises BadInput.
+    Reads at most ``max_bytes`` (files in sorted order; no file further than that, so a 3 GB file
+    costs 4 MiB). In a folder, files that are not text (a NUL byte or invalid UTF-8 in their first
+    8 KiB) are skipped, and so is anything that is not a regular file (a FIFO, a link to a device):
+    it is never opened. A file given directly that is not text is refused with ``text_only``
+    (else its bytes are used as they are). A missing path, a FIFO or device given directly, or one
+    with no text in it, raises BadInput.
     """
     if data is None:
         raw, count = _read(_stdlib_files(stdlib_dir()), max_bytes, skip_binary=False)
         if not raw:  # an interpreter installed without its sources: the user must name a corpus
             raise BadInput(f"data must name a text file or folder: no Python sources found in '{stdlib_dir()}'",
                            field="data")
-        source = "python-stdlib"
-    else:
-        path = Path(data)
-        if not path.exists():
-            raise BadInput(f"data '{data}': no such file or folder", field="data", value=str(data))
-        if not (path.is_file() or path.is_dir()):
-            raise BadInput(f"data '{data}': not a file or folder", field="data", value=str(data))
-        if path.is_file() and not os.access(path, os.R_OK):
-            raise BadInput(f"data '{data}': cannot read (no permission)", field="data", value=str(data))
-        raw, count = _read(_data_files(path), max_bytes, skip_binary=path.is_dir())
-        if not raw:
-            what = "file is empty" if path.is_file() else "folder holds no non-empty text files"
-            raise BadInput(f"data '{data}': {what}", field="data", value=str(data))
-        source = str(data)
-    tensor = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-    return ByteCorpus(tensor, source, count)
+        return ByteCorpus(torch.frombuffer(bytearray(raw), dtype=torch.uint8), "python-stdlib", count)
+
+    def bad(what: str) -> BadInput:
+        return BadInput(f"data '{data}': {what}", field="data", value=str(data))
+
+    try:
+        st = os.stat(data)
+    except (FileNotFoundError, NotADirectoryError):
+        raise bad("no such file or folder") from None
+    except OSError as e:
+        raise bad(f"cannot read ({e.strerror or e.__class__.__name__})") from None
+    is_dir = stat.S_ISDIR(st.st_mode)
+    if not (is_dir or stat.S_ISREG(st.st_mode)):
+        raise bad(f"not a file or folder (it is a {file_kind(st.st_mode)})")
+    if not is_dir:
+        _check_file(Path(data), st, bad, text_only)
+    raw, count = _read(_data_files(Path(data)), max_bytes, skip_binary=is_dir)
+    if not raw:
+        raise bad("folder holds no non-empty text files" if is_dir else "file is empty")
+    return ByteCorpus(torch.frombuffer(bytearray(raw), dtype=torch.uint8), str(data), count)
+
+
+def _check_file(path: Path, st: os.stat_result, bad, text_only: bool) -> None:
+    """BadInput for a data file that cannot be read or (with ``text_only``) does not look like text."""
+    if not os.access(path, os.R_OK):
+        raise bad("cannot read (no permission)")
+    if st.st_size == 0:
+        raise bad("file is empty")
+    try:
+        head = read_head(path, _SNIFF_BYTES)
+    except (OSError, BadInput) as e:
+        raise bad(f"cannot read ({getattr(e, 'strerror', None) or e})") from None
+    if text_only and not _looks_like_text(head):
+        raise bad("does not look like text (a NUL byte or invalid UTF-8 in its first 8 KiB)")

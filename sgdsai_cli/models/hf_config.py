@@ -12,20 +12,24 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from sgdsai_cli.errors import BadInput
+from sgdsai_cli.files import read_text_bounded
 from sgdsai_cli.models.configs import FAMILIES, GPT2Config, LlamaConfig, ModelSpec, ViTConfig
 
 # Layers of a config.json model: every layer is Python objects even on meta (about 65 KB each), so a
 # depth of 10**5 would take gigabytes and hours to size; real models have at most a few hundred.
 MAX_LAYERS = 1024
+# A config.json is a few KB; one far larger is not one (and is not parsed).
+MAX_CONFIG_BYTES = 16 * 1024 * 1024
 
 
 def load_config_spec(where: str) -> ModelSpec:
     """The ModelSpec of the config.json at `where` (a directory means its config.json)."""
     path = Path(where)
-    if path.is_dir():
+    if os.path.isdir(path):
         path = path / "config.json"
         where = str(path)
     hf = _read_json_object(path, where)
@@ -43,12 +47,12 @@ def load_config_spec(where: str) -> ModelSpec:
 
 
 def _read_json_object(path: Path, where: str) -> dict:
+    """The JSON object in the file at ``path`` (shown as ``where``): a regular file of at most
+    MAX_CONFIG_BYTES, checked before it is opened, so a FIFO or a device is refused, never read."""
     try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise BadInput(f"{where}: no such file", value=where) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise BadInput(f"{where}: cannot read ({getattr(e, 'strerror', None) or e})", value=where) from None
+        raw = read_text_bounded(where, MAX_CONFIG_BYTES)
+    except BadInput as e:  # '<where>: no such file', ': not a regular file (it is a FIFO)', ...
+        raise BadInput(str(e), value=where) from None
     try:
         hf = json.loads(raw)
     except json.JSONDecodeError as e:
