@@ -334,7 +334,7 @@ def gsnr(model: str, *, device: str = "auto", precision: str = "fp32", steps: st
 
     setup = _check(model, device, precision, steps, optimizer, data, batch_size, seq_len, seed, lr)
     spec = setup.spec
-    corpus = load_corpus(data) if spec.family != "vit" else None
+    corpus = load_corpus(data, text_only=True) if spec.family != "vit" else None
     n_params = sum(p.numel() for p in build_model(spec, "meta", setup.precision.param_dtype).parameters())
     _check_fits(setup, n_params)
     named, trained = _run(setup, corpus, report_to(on_progress))
