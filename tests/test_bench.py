@@ -138,6 +138,10 @@ def test_too_big_for_memory_refuses_with_a_layers_hint(monkeypatch):
     [
         ({"warmup": -1}, "warmup", "bad warmup -1 (must be 0 or more)"),
         ({"steps": 0}, "steps", "bad steps 0 (must be 1 or more)"),
+        ({"steps": 99999999999999999999}, "steps", "bad steps 99999999999999999999 (must be at most 100000)"),
+        ({"steps": 100_001}, "steps", "bad steps 100001 (must be at most 100000)"),
+        ({"warmup": 10**30}, "warmup", f"bad warmup {10**30} (must be at most 100000)"),
+        ({"steps": 2.0}, "steps", "bad steps 2.0 (must be 1 or more)"),
         ({"layers": 7}, "layers", "bad layers 7 (model 'tiny-gpt2' has 2 layers: 1..2)"),
         ({"precision": "amp-bf16"}, "precision", "precision amp-bf16: a step has no autocast"),
         ({"device": "meta"}, "device", "device meta cannot time a step"),
@@ -151,6 +155,67 @@ def test_bad_requests_name_the_field_not_a_flag(change, field, message):
         bench_step(dataclasses.replace(BenchSpec(model="tiny-gpt2", device="cpu"), **change))
     assert str(e.value).startswith(message) and e.value.field == field
     assert "--" not in str(e.value)
+    if field in ("steps", "warmup"):
+        assert e.value.value == change[field]
+
+
+def test_cli_unbounded_steps_exit_2_at_once():
+    result = _cli("--model", "tiny-gpt2", "--device", "cpu", "--steps", "99999999999999999999")
+    assert result.exit_code == 2, result.output
+    assert "bad --steps 99999999999999999999 (must be at most 100000)" in result.output
+
+
+# ---------------------------------------------------------------------------------------------
+# timing honesty: threads and a warning when the spread is wide (synthetic times, no clock)
+
+
+@pytest.mark.parametrize(
+    "steps_ms, ratios, threads, found",
+    [
+        ([1.0, 1.0, 1.1, 1.0, 1.2], [0.7, 0.69, 0.71], 1, None),  # steady
+        ([1.0, 1.0, 1.0, 1.0, 3.0], [], 2, "step p90/p50 2.20"),
+        ([1.0, 1.0, 1.0, 1.0, 1.0], [0.07, 0.21, 0.92], 2, "ratio range 0.07-0.92 over 3 rounds"),  # the issue's
+        ([1.0, 2.0, 1.0, 1.0, 3.0], [0.2, 0.9], 4, "step p90/p50 2.60, ratio range 0.20-0.90 over 2 rounds"),
+        ([1.0, 1.5], [0.5, 0.75], 2, None),  # exactly at the limit is not above it
+        ([5.0], [0.1], 2, None),  # one round: nothing to compare
+        ([0.0, 0.0, 1.0], [0.0, 1.0], 2, None),  # a zero median or minimum cannot be judged
+    ],
+)
+def test_spread_warning(steps_ms, ratios, threads, found):
+    from sgdsai_cli.measure import stats
+
+    warning = stats.spread_warning(steps_ms, ratios, threads)
+    if found is None:
+        assert warning is None
+    else:
+        assert warning.startswith(f"timings vary widely ({found}, above 1.5) on {threads} thread")
+        assert warning.endswith("for a stable figure run on a quiet machine with OMP_NUM_THREADS=1")
+
+
+@pytest.mark.parametrize(
+    "own, ref, device, warned",
+    [
+        ([1.0, 1.0, 1.0], [1.0, 1.0, 1.0], "cpu", False),
+        ([0.2, 0.2, 0.2], [1.0, 0.3, 2.0], "cpu", True),  # steady steps, the reference noisy: ratios 0.1-0.67
+        ([1.0, 1.0, 4.0], None, "cpu", True),  # no reference: the step spread alone
+        ([1.0, 1.0, 4.0], None, "meta", False),  # threads and the warning are CPU figures
+    ],
+)
+def test_rows_record_threads_and_a_spread_warning(own, ref, device, warned, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    times = {"sgdsai:loop": own, **({bench.REFERENCE: ref} if ref is not None else {})}
+    row = bench._row("sgdsai:loop", object(), "loop", times, 1.0, 1000, 4, 10.0, torch.device(device))
+    assert row.details.get("threads") == (2 if device == "cpu" else None)
+    assert ("spread_warning" in row.details) == warned
+    if warned:
+        assert "OMP_NUM_THREADS=1" in row.details["spread_warning"]
+    if ref is not None:
+        ref_row = bench._row(bench.REFERENCE, object(), "fused", times, 1.0, 1000, 4, 10.0, torch.device(device))
+        assert ref_row.ratio_range == [1.0, 1.0]  # its own ratios are all 1: only its step spread counts
+
+
+def test_tiny_run_rows_record_threads(tiny_doc):
+    assert all(r["details"]["threads"] == tiny_doc["environment"]["device"]["threads"] for r in tiny_doc["rows"])
 
 
 def test_bytes_needed_counts_every_state():

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
-from sgdsai_cli.measure import child, compare, devices, realrun, stats, worker
+from sgdsai_cli.measure import child, compare, devices, limits, realrun, stats, training, worker
 from sgdsai_cli.measure.job import Job, JobResult, parse_progress, progress_line
 from sgdsai_cli.measure.training import TrainingRun
 from sgdsai_cli.models import resolve_model
@@ -127,10 +127,132 @@ def test_activation_probe_matches_the_estimate_exactly():
 
 
 def test_run_job_reports_progress_events():
+    """warmup 1 on the CPU runs three warmup steps (the first, a steady one, the probe), then the measured."""
     events = []
     worker.run_job(job(warmup=1, steps=2), on_event=lambda event, **fields: events.append((event, fields)))
-    assert events[0] == ("start", {"total": 3, "warmup": 1, "steps": 2})
-    assert [(f["step"], f["measured"]) for e, f in events[1:]] == [(1, False), (2, True), (3, True)]
+    assert events[0] == ("start", {"total": 5, "warmup": 3, "steps": 2})
+    assert [(f["step"], f["measured"]) for e, f in events[1:]] == [(1, False), (2, False), (3, False), (4, True),
+                                                                   (5, True)]
+
+
+# ----------------------------------------------------------------------------------------------
+# steady state whatever warmup says; step counts bounded
+
+
+@pytest.mark.parametrize(
+    "warmup, device, ran, noted",
+    [
+        (0, "cpu", 3, True), (1, "cpu", 3, True), (2, "cpu", 3, True), (3, "cpu", 3, False), (7, "cpu", 7, False),
+        (0, "cuda", 1, False), (1, "cuda", 1, False), (2, "cuda", 2, False), (5, "cuda", 5, False),
+    ],
+)
+def test_warmup_steps_always_include_the_first_step_and_a_steady_one(warmup, device, ran, noted):
+    assert training.warmup_steps(warmup, device) == ran
+    note = training.warmup_note(warmup, device)
+    assert (note is not None) == noted
+    if noted:
+        assert note.startswith(f"warmup {warmup} raised to 3: ")
+
+
+@pytest.mark.parametrize("warmup", [0, 1, 2])
+def test_small_warmup_still_measures_steady_steps(warmup):
+    """Memory from a steady step (step >= 1) and the activation probe, never from the first step alone."""
+    run = worker.run_job(job("tiny-gpt2", "sgdsai", warmup=warmup, steps=2)).run
+    assert run.status == "ok", run.error
+    phases = run.memory.details["phases"]
+    assert set(phases) == set(PHASES) and all(p["steps"] >= 1 for p in phases.values())
+    assert run.memory.activation_peak_bytes > 0 and run.memory.details["forward_backward_peak_bytes"] > 0
+    assert run.latency_ms["step"]["n"] == 2 and run.latency_ms["first_step"] > 0
+    assert f"warmup {warmup} raised to 3" in run.note
+
+
+def test_warmup_0_measures_state_and_peak_exactly(monkeypatch):
+    """The issue's case: profile --device cpu --warmup 0 measured only the first step (estimate 6.9-20.7 % off)."""
+    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))  # in process: no spawn
+    spec = ProfileSpec(model="tiny-gpt2", precision="fp32", device="cpu", batch_size=2, seq_len=16, warmup=0,
+                       steps=2)
+    result = realrun.run_real(spec, resolve_model("tiny-gpt2"), ["sgdsai", "adamw"], sampler=False).result
+    assert result.spec.warmup == 3 and spec.warmup == 0  # the spec as run; the caller's left alone
+    sgdsai, adamw = result.runs
+    assert (sgdsai.status, adamw.status) == ("ok", "ok")
+    assert adamw.memory.state_bytes == pytest.approx(2 * sgdsai.memory.state_bytes, rel=0.01)
+    assert adamw.memory.peak_allocated_bytes > sgdsai.memory.peak_allocated_bytes
+    for run in (sgdsai, adamw):
+        errors = run.memory.details["estimate_error_pct"]
+        assert errors["state_bytes"] == 0.0 and errors["activation_peak_bytes"] == 0.0
+        assert "warmup 0 raised to 3" in run.note
+    assert sgdsai.memory.details["estimate_error_pct"]["peak_bytes"] == 0.0
+    # CPU loop AdamW: its per-parameter step counters (4 bytes each) fall within 0.01 % (as with warmup 3)
+    assert abs(adamw.memory.details["estimate_error_pct"]["peak_bytes"]) < 0.01
+
+
+HUGE = 99999999999999999999
+
+
+@pytest.mark.parametrize(
+    "change, field, message",
+    [
+        ({"steps": HUGE}, "steps", f"bad steps {HUGE} (must be at most {limits.MAX_STEPS})"),
+        ({"steps": limits.MAX_STEPS + 1}, "steps", "bad steps 100001 (must be at most 100000)"),
+        ({"warmup": HUGE}, "warmup", f"bad warmup {HUGE} (must be at most 100000)"),
+        ({"warmup": 10**5000}, "warmup", "bad warmup <an integer of about 5001 digits> (must be at most 100000)"),
+        ({"steps": 0}, "steps", "bad steps 0 (must be 1 or more)"),
+        ({"warmup": -1}, "warmup", "bad warmup -1 (must be 0 or more)"),
+        ({"steps": True}, "steps", "bad steps True (must be 1 or more)"),
+    ],
+)
+def test_step_counts_are_bounded_before_any_work(tmp_path, monkeypatch, change, field, message):
+    import dataclasses
+
+    def no_child(job, on_event):
+        raise AssertionError("a child was started")
+
+    monkeypatch.setattr(child, "run_child", no_child)
+    spec = dataclasses.replace(ProfileSpec(model="tiny-gpt2", device="cpu"), **change)
+    out = tmp_path / "out"
+    with pytest.raises(BadInput) as e:
+        realrun.run_real(spec, resolve_model("tiny-gpt2"), ["sgdsai"], out_dir=out)
+    assert str(e.value) == message and "--" not in str(e.value)
+    assert e.value.field == field and e.value.value is change[field]
+    assert not out.exists()
+
+
+def test_training_run_refuses_an_unbounded_job():
+    """The worker on its own (a job not made by run_real): an error row, not a run that never ends."""
+    run = worker.run_job(job(steps=HUGE)).run
+    assert run.status == "error" and run.error == f"BadInput: bad steps {HUGE} (must be at most 100000)"
+
+
+@pytest.mark.parametrize(
+    "steps_ms, threads, warned",
+    [
+        ([10.0, 10.2, 9.9, 10.1, 10.0], 1, False),
+        ([10.0, 10.0, 10.0, 10.0, 40.0], 2, True),  # p90/p50 = 2.8
+        ([10.0], 2, False),  # one step: no spread to judge
+    ],
+)
+def test_cpu_timing_records_threads_and_warns_on_a_wide_spread(steps_ms, threads, warned, monkeypatch):
+    import types
+
+    from sgdsai_cli.measure import memory_summary
+
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    times = {"forward": steps_ms, "backward": [0.0] * len(steps_ms), "optimizer_step": [0.0] * len(steps_ms),
+             "zero_grad": [0.0] * len(steps_ms)}
+    record, warning = memory_summary.timing(types.SimpleNamespace(is_cuda=False, times=times))
+    assert record["threads"] == threads
+    assert (warning is not None) == warned
+    if warned:
+        assert record["step_p90_over_p50"] == 2.8
+        assert "OMP_NUM_THREADS=1" in warning and f"on {threads} threads" in warning
+    assert memory_summary.timing(types.SimpleNamespace(is_cuda=True, times=times)) == (None, None)
+
+
+def test_cpu_run_result_carries_timing():
+    result = worker.run_job(job(warmup=3, steps=2))
+    run = result.run
+    assert run.to_dict()["timing"]["threads"] == torch.get_num_threads() == result.device["threads"]
+    assert JobResult.from_dict(json.loads(json.dumps(result.to_dict()))) == result
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,8 @@
     devices         device names, device records, free memory, out-of-memory detection
     storage         bytes behind tensors (each storage once) and optimizer state per key
     tracker         live-tensor tracking (exact allocations and frees, op by op)
-    stats           percentiles and latency summaries
+    stats           percentiles, latency summaries, the timing-spread warning
+    limits          upper bounds on step counts (MAX_STEPS), checked before any work
     stepping        stepping optimizers the core sizes or traces (CUDA path, symbolic scalars)
     sizing          exact sizing on meta -> ProfileResult (size_profile)
     estimate        the fake-tensor trace of one training step

@@ -19,7 +19,10 @@ same conditions, so a ratio compares timings taken side by side on a noisy machi
 
 Times are summarised by ``stats.latency_summary`` (p50 = the median). On a CPU a plain copy also
 reads the destination's cache lines before writing them, so a kernel that reads what it writes
-can exceed the copy's figure (bandwidth_fraction > 1).
+can exceed the copy's figure (bandwidth_fraction > 1). On a CPU each row records the torch
+``threads`` in ``details`` and, when its step times or per-round ratios vary widely,
+``details["spread_warning"]`` (``stats.spread_warning``: the figure is noise, and how to get a
+stable one). ``steps`` and ``warmup`` are at most ``limits.MAX_STEPS``.
 """
 
 from __future__ import annotations
@@ -41,7 +44,8 @@ from sgdsai_cli.measure.bench_result import (
     CopyProbe,
     TensorSet,
 )
-from sgdsai_cli.measure.stats import latency_summary, median
+from sgdsai_cli.measure.limits import check_step_count
+from sgdsai_cli.measure.stats import latency_summary, median, spread_warning
 from sgdsai_cli.optim import IMPLS, SGDSaI, cpu_kernel
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import Environment
@@ -136,9 +140,8 @@ def _checked(spec: BenchSpec):
     from sgdsai_cli.models import resolve_model
     from sgdsai_cli.precision import resolve_precision
 
-    for name, value, minimum in (("warmup", spec.warmup, 0), ("steps", spec.steps, 1)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise BadInput(f"bad {name} {value!r} (must be {minimum} or more)", field=name, value=value)
+    check_step_count("warmup", spec.warmup, 0)
+    check_step_count("steps", spec.steps, 1)
     optimizers = tuple(dict.fromkeys(check_optimizer(o) for o in spec.optimizers))
     precision = resolve_precision(spec.precision)
     if precision.autocast_dtype is not None:
@@ -256,10 +259,18 @@ def _row(name: str, opt, predicted: str, times: dict[str, list[float]], first_ms
         row.gb_per_s = row.bytes_per_step / (step["p50"] * 1e-3) / 1e9
         row.bandwidth_fraction = row.gb_per_s / copy_gbps
     ref = times.get(REFERENCE)
+    ratios: list[float] = []
     if ref is not None:
-        ratios = [a / b for a, b in zip(times[name], ref, strict=True)]
+        ratios = [a / b for a, b in zip(times[name], ref, strict=True) if b > 0]
+    if ratios:
         row.ratio_to_adamw_fused = median(ratios)
         row.ratio_range = [min(ratios), max(ratios)]
+    if dev.type == "cpu":
+        threads = torch.get_num_threads()
+        row.details["threads"] = threads
+        warning = spread_warning(times[name], ratios if name != REFERENCE else (), threads)
+        if warning:
+            row.details["spread_warning"] = warning
     if isinstance(opt, SGDSaI) and row.impl == "compiled":
         row.details["compiled_backend"] = "c" if dev.type == "cpu" else "triton"
         kernel = cpu_kernel() if dev.type == "cpu" else None

@@ -12,6 +12,8 @@ From the phase records of ``phases.PhaseRecorder``, over the steady steps (step 
 
 Per phase, ``details.phases`` keeps the maxima over the steady steps. Latencies follow
 ``stats.latency_summary``; ``step`` is the sum of the four phases, the first step apart.
+On the CPU ``timing`` records the torch threads the steps ran on and the step p90/p50, with a
+warning when they vary widely (``stats.spread_warning``).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 
 from sgdsai_cli.measure.phases import PHASES, cuda_stats
-from sgdsai_cli.measure.stats import latency_summary
+from sgdsai_cli.measure.stats import latency_summary, spread, spread_warning
 from sgdsai_cli.measure.storage import state_bytes_by_key, unique_bytes
 from sgdsai_cli.measure.training import TrainingRun
 from sgdsai_cli.results import MemoryResult
@@ -126,11 +128,26 @@ def memory_result(run: TrainingRun, status: str, peak_before_failure: int | None
     )
 
 
+def step_times(run: TrainingRun) -> list[float]:
+    """ms of each measured step: the sum of its four phases."""
+    return [sum(v) for v in zip(*(run.times[p] for p in PHASES), strict=False)]
+
+
+def timing(run: TrainingRun) -> tuple[dict[str, Any] | None, str | None]:
+    """On the CPU, ({"threads", "step_p90_over_p50"}, a spread warning or None); (None, None) on CUDA."""
+    if run.is_cuda:
+        return None, None
+    steps = step_times(run)
+    threads = torch.get_num_threads()
+    s = spread(steps)
+    return ({"threads": threads, "step_p90_over_p50": round(s, 3) if s is not None else None},
+            spread_warning(steps, threads=threads))
+
+
 def latency(run: TrainingRun) -> dict[str, Any]:
     """``latency_ms``: a summary per phase and per step over the measured steps, the first step apart."""
     lat: dict[str, Any] = {p: latency_summary(run.times[p]) for p in PHASES}
-    steps = [sum(v) for v in zip(*(run.times[p] for p in PHASES), strict=False)]
-    lat["step"] = latency_summary(steps)
+    lat["step"] = latency_summary(step_times(run))
     lat["first_step"] = run.first_step_ms.get("optimizer_step")
     lat["first_step_phases"] = run.first_step_ms or None
     return lat

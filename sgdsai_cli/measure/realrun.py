@@ -14,6 +14,13 @@ it in ``memory.details``), any other failure ``status: "error"`` with the messag
 optimizers still run. Ctrl-C stops the running child, keeps the runs already finished, marks the
 others ``skipped`` and sets ``result.interrupted`` so the caller can write the result and exit 130.
 
+Steady state only: the first step (optimizer state allocation) is never the measured figure. On
+the CPU memory is read in tracked warmup steps, so a ``spec.warmup`` below
+``training.CPU_MIN_WARMUP`` is raised to it: the result's spec says the warmup that ran and each
+run says so in its note. ``spec.steps`` and ``spec.warmup`` are at most ``limits.MAX_STEPS``,
+checked before anything starts. On the CPU each run records ``timing`` (the torch threads, the
+step p90/p50) and a note when the step times vary widely (``stats.spread_warning``).
+
 Each run is put beside the no-GPU estimate (``compare``) unless ``estimate=False``. The samples
 CSV of each run goes to ``samples_dir/samples-<optimizer>.csv`` (default ``out_dir``; nowhere when
 both are None), a CUDA memory snapshot (``snapshot=True``) to ``out_dir/snapshot-<optimizer>.pickle``
@@ -22,6 +29,7 @@ both are None), a CUDA memory snapshot (``snapshot=True``) to ``out_dir/snapshot
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +40,8 @@ from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.measure import child, devices
 from sgdsai_cli.measure.compare import compare_with_estimates
 from sgdsai_cli.measure.job import Job, JobResult
+from sgdsai_cli.measure.limits import check_steps_and_warmup
+from sgdsai_cli.measure.training import warmup_note, warmup_steps
 from sgdsai_cli.precision import resolve_precision
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import Environment, ProfileResult, ProfileSpec, RunResult
@@ -93,6 +103,7 @@ def check_device(spec: ProfileSpec, model_spec, optimizers: list[str]) -> torch.
 def _check(spec: ProfileSpec, model_spec, optimizers: list[str], sample_interval_ms: float) -> torch.device:
     from sgdsai_cli.optim.registry import resolve_optimizer
 
+    check_steps_and_warmup(spec.steps, spec.warmup)
     if not optimizers:
         raise BadInput("no optimizers to run", field="optimizers")
     for name in optimizers:
@@ -157,7 +168,7 @@ class _Collected:
     interrupted: bool = False
 
 
-def _run_all(jobs: list[Job], say: ProgressCallback, snapshot_without_out: bool) -> _Collected:
+def _run_all(jobs: list[Job], say: ProgressCallback, snapshot_without_out: bool, note: str | None) -> _Collected:
     got = _Collected()
     for i, job in enumerate(jobs):
         try:
@@ -168,6 +179,7 @@ def _run_all(jobs: list[Job], say: ProgressCallback, snapshot_without_out: bool)
                                    error="interrupted (Ctrl-C) before this run finished") for rest in jobs[i:]]
             break
         run = result.run
+        run.add_note(note)
         if snapshot_without_out:
             run.add_note(SNAPSHOT_NEEDS_OUT)
         if result.snapshot:
@@ -207,13 +219,16 @@ def run_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample_int
     it; after that, failures are run results.
     """
     dev = _check(spec, model_spec, optimizers, sample_interval_ms)
+    note = warmup_note(spec.warmup, dev.type)
+    if note:  # the spec as run: the figures and the plots follow the warmup that ran
+        spec = dataclasses.replace(spec, warmup=warmup_steps(spec.warmup, dev.type))
     out_dir = Path(out_dir) if out_dir is not None else None
     samples_dir = Path(samples_dir) if samples_dir is not None else out_dir
     _make_dirs(out_dir, samples_dir)
     say = report_to(on_progress)
     jobs = _jobs(spec, model_spec, optimizers, sample_interval_ms=sample_interval_ms, sampler=sampler,
                  samples_dir=samples_dir, out_dir=out_dir, snapshot=snapshot, progress=on_progress is not None)
-    got = _run_all(jobs, say, snapshot and out_dir is None and dev.type == "cuda")
+    got = _run_all(jobs, say, snapshot and out_dir is None and dev.type == "cuda", note)
     if estimate and not got.interrupted:
         try:
             compare_with_estimates(got.runs, spec, model_spec)

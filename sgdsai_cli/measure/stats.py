@@ -7,6 +7,11 @@ fractional rank is interpolated between its neighbours. So p50 is the median and
 
 A latency summary is ``{"p50", "p90", "min", "max", "n"}`` in the values' unit (ms), the shape
 every ``latency_ms`` and ``step_ms`` object of a result has.
+
+Timing honesty: ``spread_warning`` decides when CPU timings vary too widely to be read as one
+figure: step times whose p90 / p50 exceeds ``SPREAD_LIMIT``, or per-round ratios whose max / min
+does (on a loaded machine the threads of one step wait for each other's cores). The warning is
+data (a row's ``details["spread_warning"]``, a run's note), saying how to get a stable figure.
 """
 
 from __future__ import annotations
@@ -39,3 +44,43 @@ def latency_summary(values_ms: Sequence[float]) -> dict[str, Any] | None:
         return None
     return {"p50": percentile(values_ms, 50), "p90": percentile(values_ms, 90), "min": float(min(values_ms)),
             "max": float(max(values_ms)), "n": len(values_ms)}
+
+
+SPREAD_LIMIT = 1.5  # p90/p50 of step times, or max/min of per-round ratios, above this: a warning
+STABLE_HINT = "for a stable figure run on a quiet machine with OMP_NUM_THREADS=1"
+
+
+def spread(values: Sequence[float]) -> float | None:
+    """p90 / p50 of ``values``; None for fewer than two values or a p50 that is not above zero."""
+    if len(values) < 2:
+        return None
+    p50 = percentile(values, 50)
+    return percentile(values, 90) / p50 if p50 > 0 else None
+
+
+def range_spread(values: Sequence[float]) -> float | None:
+    """max / min of ``values``; None for fewer than two values or a minimum that is not above zero."""
+    if len(values) < 2:
+        return None
+    lo = min(values)
+    return max(values) / lo if lo > 0 else None
+
+
+def spread_warning(step_ms: Sequence[float], ratios: Sequence[float] = (), threads: int | None = None) -> str | None:
+    """A one-line warning when the timings vary widely (see the module docstring), else None.
+
+    ``step_ms``: the measured step times; ``ratios``: the per-round ratios to the reference
+    (bench-step), if any; ``threads``: the torch threads the timings ran on, said in the text.
+    """
+    found = []
+    s = spread(step_ms)
+    if s is not None and s > SPREAD_LIMIT:
+        found.append(f"step p90/p50 {s:.2f}")
+    r = range_spread(ratios)
+    if r is not None and r > SPREAD_LIMIT:
+        found.append(f"ratio range {min(ratios):.2f}-{max(ratios):.2f} over {len(ratios)} rounds")
+    if not found:
+        return None
+    on = f" on {threads} thread{'s' if threads != 1 else ''}" if threads is not None else ""
+    return (f"timings vary widely ({', '.join(found)}, above {SPREAD_LIMIT}){on}: the CPU is shared or "
+            f"oversubscribed; {STABLE_HINT}")

@@ -1,15 +1,19 @@
 """One optimizer's training run in this process: setup, the step loop, the activation probe.
 
 The model in the requested precision on the device, one seeded synthetic batch (random tokens or
-images, reused every step), then ``max(warmup, 1) + steps`` steps of four phases (``phases``).
-The first step is the first optimizer step (state allocation, g-SNR) and is timed apart
-(``first_step_ms``); the other warmup steps are not timed; then ``steps`` measured steps. When
-there are two warmup steps or more, the last one is the activation probe
-(``activation_probe_step``).
+images, reused every step), then ``warmup_steps(warmup, device) + steps`` steps of four phases
+(``phases``). Step 0 is the first optimizer step (state allocation, g-SNR): it is timed apart
+(``first_step_ms``) and never the measured figure, whatever ``warmup`` says; the other warmup
+steps are not timed; then ``steps`` measured steps. When there are two warmup steps or more, the
+last one is the activation probe (``activation_probe_step``).
 
 On the CPU a live-tensor tracker (``tracker.LiveTracker``) sees every tensor the run creates,
 model build included. It costs Python time per op, so it runs over the first step and the
 warmup steps only: the measured steps run untracked and their latency carries no tracking cost.
+Memory is therefore read in the warmup steps, and a CPU run always has at least
+``CPU_MIN_WARMUP`` of them (the first step, a steady step after it, the activation probe): a
+smaller ``warmup`` is raised, and said in a note. On CUDA the allocator is read in every step, so
+one warmup step (the first) is enough. ``steps`` and ``warmup`` are at most ``MAX_STEPS``.
 A sampler thread (``sampler.Sampler``) records memory, utilisation and power over the whole run,
 labelled with the phase and step (``enter``).
 """
@@ -21,12 +25,29 @@ from collections.abc import Callable
 import torch
 
 from sgdsai_cli.measure.job import Job
+from sgdsai_cli.measure.limits import MAX_STEPS, check_steps_and_warmup
 from sgdsai_cli.measure.phases import PHASES, PhaseRecorder
 from sgdsai_cli.measure.storage import unique_bytes
 from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.precision import resolve_precision
 
 SNAPSHOT_MAX_ENTRIES = 100_000
+CPU_MIN_WARMUP = 3  # the first step, a steady tracked step, the activation probe
+__all__ = ["CPU_MIN_WARMUP", "MAX_STEPS", "ProgressEvent", "TrainingRun", "warmup_note", "warmup_steps"]
+
+
+def warmup_steps(warmup: int, device_type: str) -> int:
+    """Steps run before the measured ones: ``warmup``, at least the first step (CPU: ``CPU_MIN_WARMUP``)."""
+    return max(warmup, 1 if device_type == "cuda" else CPU_MIN_WARMUP)
+
+
+def warmup_note(warmup: int, device_type: str) -> str | None:
+    """What a run says when its warmup was raised (None when it was not)."""
+    n = warmup_steps(warmup, device_type)
+    if n <= max(warmup, 1):
+        return None
+    return (f"warmup {warmup} raised to {n}: on the CPU memory is read over a steady step and the activation "
+            "probe after the first step, before the measured steps")
 
 ProgressEvent = Callable[..., None]  # (event, **fields): the child's progress lines
 
@@ -186,7 +207,11 @@ class TrainingRun:
         self.energy_mj = (self.nvml.energy_mj() if self.nvml else None, None)
 
     def train(self) -> None:
-        n_warm = max(self.spec.warmup, 1)
+        check_steps_and_warmup(self.spec.steps, self.spec.warmup)
+        n_warm = warmup_steps(self.spec.warmup, self.device.type)
+        note = warmup_note(self.spec.warmup, self.device.type)
+        if note:
+            self.notes.append(note)
         total = n_warm + self.spec.steps
         self._say("start", total=total, warmup=n_warm, steps=self.spec.steps)
         snapshot_path = self.job.snapshot_path if self.is_cuda else None

@@ -9,7 +9,8 @@ protocol of ``job``). The run itself is ``training.TrainingRun``; its summary
 
 Failures are results: running out of memory (``devices.is_oom``) is status "oom" with the phase,
 the step and the peak before it; any other exception status "error" with its first line and the
-last lines of its traceback in the note.
+last lines of its traceback in the note. A CPU run that finished carries ``timing`` (threads,
+step p90/p50) and, when its step times vary widely, a note saying how to get a stable figure.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from sgdsai_cli.measure.devices import device_record, is_oom
 from sgdsai_cli.measure.job import Job, JobResult, progress_line
-from sgdsai_cli.measure.memory_summary import latency, memory_result
+from sgdsai_cli.measure.memory_summary import latency, memory_result, timing
 from sgdsai_cli.measure.training import ProgressEvent, TrainingRun
 from sgdsai_cli.results import RunResult
 
@@ -81,6 +82,9 @@ def run_job(job: Job, on_event: ProgressEvent | None = None) -> JobResult:
     if status == "oom":
         memory.details["oom_phase"] = run.phase
         memory.details["oom_step"] = run.step
+    timed, spread_note = timing(run) if status == "ok" else (None, None)
+    if spread_note:
+        run.notes.append(spread_note)
     result = RunResult(
         optimizer=job.optimizer,
         impl=getattr(run.optimizer, "impl_used", None) or run.impl,
@@ -89,6 +93,7 @@ def run_job(job: Job, on_event: ProgressEvent | None = None) -> JobResult:
         latency_ms=latency(run) if status == "ok" else None,
         error=error,
         note="; ".join(dict.fromkeys(run.notes)) or None,
+        extra={"timing": timed} if timed is not None else {},
     )
     snapshot = job.snapshot_path if status == "ok" and run.is_cuda else None
     return JobResult(run=result, model=model_info(run.model, job.model_spec) if run.model is not None else None,
