@@ -37,7 +37,7 @@ class ProfileRequest:
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
     batch_size: int = 1  # micro-batch
     seq_len: int | None = None  # None: DEFAULT_SEQ_LEN, or the model's whole context when shorter
-    warmup: int = 3  # real runs: steps before measuring (at least one full step is always run)
+    warmup: int = 3  # real runs: steps before measuring (the CPU always runs at least 3, the first among them)
     steps: int = 10  # real runs: measured steps
     sample_interval_ms: float = 10.0  # real runs: memory sampling period
     seed: int = 0
@@ -133,6 +133,9 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
     for name, value, minimum in (("batch_size", request.batch_size, 1), ("seq_len", seq_len, 1),
                                  ("warmup", request.warmup, 0), ("steps", request.steps, 1)):
         _check_int(name, value, minimum)
+    from sgdsai_cli.measure.limits import check_steps_and_warmup
+
+    check_steps_and_warmup(request.steps, request.warmup)
     interval = request.sample_interval_ms
     if isinstance(interval, bool) or not isinstance(interval, (int, float)) or not math.isfinite(interval) \
             or interval <= 0:

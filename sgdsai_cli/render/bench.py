@@ -49,4 +49,6 @@ def bench_renderables(result: BenchResult, *, quiet: bool = False) -> list[Any]:
     footer = (f"copy bandwidth: {fmt.fixed(copy.gb_per_s, 1)} GB/s (copy_ of {fmt.size(copy.bytes)}, "
               f"median {fmt.fixed(copy.ms.get('p50'), 2)} ms, read + write); GB/s counts the bytes the update must "
               "move (SGD-SaI 5, AdamW 7 tensors per parameter)")
-    return [Text(_header(result)), bench_table(result), Text(footer)]
+    warnings = [Text(f"warning: {r.optimizer}: {r.details['spread_warning']}", style="yellow")
+                for r in result.rows if r.details.get("spread_warning")]
+    return [Text(_header(result)), bench_table(result), Text(footer), *warnings]
