@@ -6,11 +6,15 @@
   meta, made once per session through the library API (the same numbers the CLI prints).
 - ``sgd_sai`` is the official package (the parity oracle); a test that asks for it is skipped
   (alone) where the package is not installed.
+- ``no_hang`` fails a test after 60 s instead of letting an opened FIFO hang the suite; ``opened``
+  lists every path passed to ``os.open`` (to show that a special file was refused unopened).
 """
 
 from __future__ import annotations
 
 import copy
+import os
+import signal
 
 import pytest
 from typer.testing import CliRunner
@@ -45,3 +49,31 @@ def tiny_profile(_tiny_profile_doc) -> dict:
 def sgd_sai():
     """The official package (the oracle); only a test that asks for it is skipped without it."""
     return pytest.importorskip("sgd_sai")
+
+
+@pytest.fixture
+def no_hang():
+    """A FIFO opened for reading blocks for ever: fail the test instead of hanging the suite."""
+
+    def hung(signum, frame):
+        raise TimeoutError("hung: a FIFO or device was opened or read")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    yield
+    signal.alarm(0)
+    signal.signal(signal.SIGALRM, previous)
+
+
+@pytest.fixture
+def opened(monkeypatch):
+    """Every path passed to ``os.open`` during the test (the bounded reader opens through it)."""
+    seen: list[str] = []
+    real = os.open
+
+    def spy(path, *args, **kwargs):
+        seen.append(os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", spy)
+    return seen

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import errno
 import os
-import signal
 import socket
 import stat
 
@@ -23,34 +22,7 @@ from sgdsai_cli.errors import BadInput
 from sgdsai_cli.files import check_writable, prepare_out_dir, read_head, read_text_bounded, write_text_atomic
 
 runner = CliRunner()
-
-
-@pytest.fixture(autouse=True)
-def no_hang():
-    """A FIFO opened for reading blocks for ever: fail the test instead of hanging the suite."""
-
-    def hung(signum, frame):
-        raise TimeoutError("hung: a FIFO or device was opened or read")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture
-def opened(monkeypatch):
-    """Every path passed to ``os.open`` during the test (the bounded reader opens through it)."""
-    seen: list[str] = []
-    real = os.open
-
-    def spy(path, *args, **kwargs):
-        seen.append(os.fspath(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", spy)
-    return seen
+pytestmark = pytest.mark.usefixtures("no_hang")
 
 
 def _mknod(path, kind):

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import stat
 
 import pytest
@@ -21,36 +20,9 @@ from sgdsai_cli.models import hf_config, resolve_model
 from sgdsai_cli.models.corpus import load_corpus
 
 runner = CliRunner()
+pytestmark = pytest.mark.usefixtures("no_hang")
 GPT2 = {"model_type": "gpt2", "vocab_size": 512, "n_positions": 128, "n_embd": 64, "n_layer": 2, "n_head": 4}
 TEXT = "The quick brown fox jumps over the lazy dog.\n"
-
-
-@pytest.fixture(autouse=True)
-def no_hang():
-    """A FIFO opened for reading blocks for ever: fail the test instead of hanging the suite."""
-
-    def hung(signum, frame):
-        raise TimeoutError("hung: a FIFO or device was opened or read")
-
-    previous = signal.signal(signal.SIGALRM, hung)
-    signal.alarm(60)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, previous)
-
-
-@pytest.fixture
-def opened(monkeypatch):
-    """Every path passed to ``os.open`` during the test (the bounded reader opens through it)."""
-    seen: list[str] = []
-    real = os.open
-
-    def spy(path, *args, **kwargs):
-        seen.append(os.fspath(path))
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "open", spy)
-    return seen
 
 
 @pytest.fixture
