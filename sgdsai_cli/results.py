@@ -153,11 +153,27 @@ class RunResult(_Record):
             self.note = "; ".join(filter(None, [self.note, text]))
 
 
-@dataclass
-class Document(_Record):
-    """The versioned envelope around a kind-specific ``body`` (its keys follow ``spec`` at the top level)."""
+class Envelope:
+    """What every result document shares: the versioned head (``head()``) and an atomic ``save``.
+
+    A result class declares ``kind`` and the fields ``environment``, ``created_utc`` and ``tool_version``.
+    """
 
     kind: ClassVar[str] = ""
+
+    def head(self) -> dict[str, Any]:
+        """schema_version, kind, tool_version, created_utc, environment: the first keys of every document."""
+        return {"schema_version": SCHEMA_VERSION, "kind": self.kind, "tool_version": self.tool_version,
+                "created_utc": self.created_utc, "environment": self.environment.to_dict()}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the JSON document atomically."""
+        return write_json_atomic(path, self.to_dict())
+
+
+@dataclass
+class Document(Envelope, _Record):
+    """The versioned envelope around a kind-specific ``body`` (its keys follow ``spec`` at the top level)."""
 
     spec: dict[str, Any]
     body: dict[str, Any]
@@ -166,13 +182,7 @@ class Document(_Record):
     tool_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "kind": self.kind, "tool_version": self.tool_version,
-                "created_utc": self.created_utc, "environment": self.environment.to_dict(),
-                "spec": plain(self.spec), **plain(self.body)}
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the JSON document atomically."""
-        return write_json_atomic(path, self.to_dict())
+        return {**self.head(), "spec": plain(self.spec), **plain(self.body)}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]):
@@ -186,7 +196,7 @@ class Document(_Record):
 
 
 @dataclass
-class ProfileResult:
+class ProfileResult(Envelope):
     """A profile: the spec, the model, one ``RunResult`` per optimizer, where it ran."""
 
     kind: ClassVar[str] = "profile"
@@ -203,19 +213,14 @@ class ProfileResult:
     files: dict[str, Path] = field(default_factory=dict, compare=False)  # written beside it (samples); not JSON
 
     def to_dict(self) -> dict[str, Any]:
-        doc = {"schema_version": SCHEMA_VERSION, "kind": self.kind, "tool_version": self.tool_version,
-               "created_utc": self.created_utc, "environment": self.environment.to_dict(),
-               "spec": self.spec.to_dict(), "model": self.model.to_dict(), "runs": [r.to_dict() for r in self.runs]}
+        doc = {**self.head(), "spec": self.spec.to_dict(), "model": self.model.to_dict(),
+               "runs": [r.to_dict() for r in self.runs]}
         if self.timing_s is not None:
             doc["timing_s"] = dict(self.timing_s)
         if self.interrupted:
             doc["interrupted"] = True
         doc.update(self.extra)
         return doc
-
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the JSON document atomically."""
-        return write_json_atomic(path, self.to_dict())
 
     def run(self, optimizer: str) -> RunResult | None:
         """The first run of ``optimizer``, or None."""

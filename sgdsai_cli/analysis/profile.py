@@ -69,18 +69,14 @@ class ProfilePlan:
         return f"{verb} {self.spec.model} ({self.spec.precision}) on {where}: {', '.join(self.optimizers)}"
 
 
-def prepare_profile(model: str | None = None, *, spec_file: str | os.PathLike | None = None,
-                    **options: Any) -> ProfilePlan:
-    """Merge defaults, the TOML spec and ``options``, and check every field (no work yet)."""
+def prepare_profile(model: str | None = None, *, spec: dict[str, Any] | None = None, **options: Any) -> ProfilePlan:
+    """Merge defaults, a loaded TOML spec (``specfile.load_spec_file``) and ``options`` (an explicit
+    non-None option wins), and check every field (no work yet)."""
     unknown = set(options) - {f.name for f in fields(ProfileRequest)}
     if unknown:
         name = sorted(unknown)[0]
         raise BadInput(f"unknown profile option '{name}'", field=name)
-    request = ProfileRequest()
-    if spec_file is not None:
-        from sgdsai_cli.analysis.specfile import load_spec_file
-
-        request = request.merged(load_spec_file(spec_file))
+    request = ProfileRequest().merged(spec or {})
     return check_request(request.merged({"model": model, **options}))
 
 
@@ -94,7 +90,10 @@ def profile(model: str | None = None, *, spec_file: str | os.PathLike | None = N
     explicit arguments override it. Real runs write their samples CSVs to ``samples_dir`` (default
     ``out_dir``) and snapshots to ``out_dir``; the paths are in ``result.files``.
     """
-    plan = prepare_profile(model, spec_file=spec_file, **options)
+    from sgdsai_cli.analysis.specfile import load_spec_file
+
+    spec = load_spec_file(spec_file) if spec_file is not None else None
+    plan = prepare_profile(model, spec=spec, **options)
     return run_profile(plan, out_dir=out_dir, samples_dir=samples_dir, on_progress=on_progress)
 
 

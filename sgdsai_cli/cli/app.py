@@ -33,8 +33,7 @@ FLAGS = {
     "optimizers": "--optimizer", "batch_size": "--batch-size", "seq_len": "--seq-len", "warmup": "--warmup",
     "steps": "--steps", "sample_interval_ms": "--sample-interval-ms", "tolerance": "--tolerance",
     "tolerance_latency": "--tolerance-latency", "budget": "--budget", "gpu": "--gpu", "lr": "--lr",
-    "seed": "--seed", "data": "--data", "layers": "--layers", "rounds": "--rounds", "context": "--context",
-    "max_batch": "--max-batch", "dtype": "--dtype",
+    "seed": "--seed", "data": "--data", "layers": "--layers", "context": "--context",
 }
 
 

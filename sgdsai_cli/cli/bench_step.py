@@ -43,7 +43,7 @@ def bench_step_command(
 ) -> None:
     """Time the optimizer step alone: ms/step, GB/s, share of copy bandwidth, ratio to fused AdamW."""
     from sgdsai_cli.errors import BadInput
-    from sgdsai_cli.files import check_writable, dumps, write_json_atomic
+    from sgdsai_cli.files import check_writable, dumps
     from sgdsai_cli.measure.bench import DEFAULT_OPTIMIZERS, BenchSpec, bench_step, check_optimizer
     from sgdsai_cli.render.bench import bench_renderables
 
@@ -61,7 +61,7 @@ def bench_step_command(
     with progress_bar(quiet) as on_progress:
         result = bench_step(spec, on_progress=on_progress)
     if json_path is not None:
-        write_json_atomic(json_path, result)
+        result.save(json_path)
     if output_format == "json":
         print(dumps(result))
         return

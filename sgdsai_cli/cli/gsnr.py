@@ -44,8 +44,8 @@ def gsnr_command(
     """g-SNR of every parameter tensor at initialisation and during training, by block type."""
     from sgdsai_cli.analysis.gsnr import gsnr, parse_steps
     from sgdsai_cli.errors import BadInput
-    from sgdsai_cli.files import check_writable, dumps, write_text_atomic
-    from sgdsai_cli.render.gsnr import gsnr_renderables, tensors_csv
+    from sgdsai_cli.files import check_writable, dumps
+    from sgdsai_cli.render.gsnr import gsnr_renderables
 
     opt.check_format(output_format, FORMATS)
     if model is None:
@@ -69,7 +69,7 @@ def gsnr_command(
         result = gsnr(model, device=device or "auto", precision=precision or "fp32", steps=steps, optimizer=optimizer,
                       data=data, batch_size=bs, seq_len=sl, seed=seed_value, lr=lr_value, on_progress=on_progress)
     doc = result.to_dict()
-    written = _write(result, doc, json_path, csv_path, out_dir, write_text_atomic, tensors_csv)
+    written = _write(result, json_path, csv_path, out_dir)
     if output_format == "json":
         print(dumps(doc))
     else:
@@ -81,9 +81,13 @@ def gsnr_command(
             say(f"wrote {path}")
 
 
-def _write(result, doc, json_path, csv_path, out_dir, write_text_atomic, tensors_csv) -> list[Path]:
+def _write(result, json_path: Path | None, csv_path: Path | None, out_dir: Path | None) -> list[Path]:
+    """The JSON document, the per-tensor CSV and (with ``out_dir``) the figures; the paths written."""
+    from sgdsai_cli.files import write_text_atomic
+    from sgdsai_cli.render.gsnr import tensors_csv
     from sgdsai_cli.render.gsnr_figures import gsnr_plots
 
+    doc = result.to_dict()
     written = []
     if json_path is not None:
         written.append(result.save(json_path))

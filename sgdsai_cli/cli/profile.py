@@ -12,7 +12,7 @@ from pathlib import Path
 import typer
 
 from sgdsai_cli.cli import options as opt
-from sgdsai_cli.cli.app import app, handle_errors, progress_bar, say, stdout
+from sgdsai_cli.cli.app import app, handle_errors, progress_bar, say, stderr, stdout
 from sgdsai_cli.errors import BadInput, RegressionFound
 
 FORMATS = ("table", "json", "csv", "markdown")
@@ -87,7 +87,7 @@ def profile_command(
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")
-    plan = prepare_profile(model, spec_file=spec_file, **options)
+    plan = prepare_profile(model, spec=spec, **options)
     if not quiet:
         say(plan.describe)
     samples_dir = json_path.parent if (out is None and json_path is not None) else None
@@ -182,15 +182,9 @@ def _baseline(result, path, baseline_result, tol: float, update: bool, quiet: bo
             say(f"baseline written: {path}")
         return
     report = compare(result, baseline_result, tolerance=tol)
-    console = stdout() if output_format == "table" else _stderr_console()  # keep machine output clean
+    console = stdout() if output_format == "table" else stderr()  # keep machine output on stdout clean
     console.print(check_table(report))
     if not report.passed:
         raise RegressionFound(report.summary())
     if not quiet:
         say(report.summary())
-
-
-def _stderr_console():
-    from sgdsai_cli.cli.app import stderr
-
-    return stderr()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from sgdsai_cli.files import plain
-from sgdsai_cli.results import SCHEMA_VERSION, Environment, utc_now
+from sgdsai_cli.results import Envelope, Environment, utc_now
 from sgdsai_cli.version import __version__
 
 DEFAULT_OPTIMIZERS = ("sgdsai", "adamw-fused", "adamw-foreach")
@@ -74,7 +74,7 @@ class CopyProbe:
 
 
 @dataclass
-class BenchResult:
+class BenchResult(Envelope):
     """A bench-step result; ``to_dict()`` is the "bench-step" JSON document."""
 
     kind: ClassVar[str] = "bench-step"
@@ -88,10 +88,8 @@ class BenchResult:
     tool_version: str = __version__
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "kind": self.kind, "tool_version": self.tool_version,
-                "created_utc": self.created_utc, "environment": self.environment.to_dict(),
-                "spec": self.spec.to_dict(), "tensors": plain(self.tensors), "copy": plain(self.copy),
-                "rows": plain(self.rows)}
+        return {**self.head(), "spec": self.spec.to_dict(), "tensors": plain(self.tensors),
+                "copy": plain(self.copy), "rows": plain(self.rows)}
 
     def row(self, optimizer: str) -> BenchRow | None:
         return next((r for r in self.rows if r.optimizer == optimizer), None)
