@@ -62,3 +62,16 @@ def test_sgdsai_is_the_optimizer():
 def test_unknown_attribute():
     with pytest.raises(AttributeError):
         _ = sg.no_such_thing
+
+
+@pytest.mark.parametrize(("call", "field"), [
+    (lambda: sg.profile(model="tiny-gpt2", stepz=3), "stepz"),
+    (lambda: sg.profile(model="tiny-gpt2", steps=0, device="cpu"), "steps"),
+    (lambda: sg.profile(model="tiny-gpt2", sample_interval_ms=0.0), "sample_interval_ms"),
+    (lambda: sg.plan("tiny-gpt2", seq_len=0), "seq_len"),
+    (lambda: sg.gsnr("tiny-gpt2", device="cpu", lr=-1.0), "lr"),
+])
+def test_bad_arguments_are_bad_input_naming_the_field(call, field):
+    with pytest.raises(sg.BadInput) as e:
+        call()
+    assert e.value.field == field and "--" not in str(e.value)
