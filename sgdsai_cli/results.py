@@ -92,8 +92,9 @@ class ProfileSpec(_Record):
 class ModelInfo(_Record):
     """The model as built: parameter count, tensors and bytes (each storage counted once)."""
 
-    name: str
+    name: str  # the display name: --name, a preset's name, or the config path normalised
     family: str | None = None
+    fingerprint: str | None = None  # identity by content (measure.identity); None in older results
     params: int | None = None
     param_tensors: int | None = None
     param_bytes: int | None = None
@@ -166,9 +167,34 @@ class Envelope:
         return {"schema_version": SCHEMA_VERSION, "kind": self.kind, "tool_version": self.tool_version,
                 "created_utc": self.created_utc, "environment": self.environment.to_dict()}
 
-    def save(self, path: str | os.PathLike) -> Path:
-        """Write the JSON document atomically."""
-        return write_json_atomic(path, self.to_dict())
+    def save(self, path: str | os.PathLike, *, stable: bool = False) -> Path:
+        """Write the JSON document atomically; ``stable``: without its volatile fields (``stable_form``)."""
+        doc = self.to_dict()
+        return write_json_atomic(path, stable_form(doc) if stable else doc)
+
+
+# What changes from one run to the next with nothing else changed: never compared by ``check``, and
+# left out of baselines (``stable_form``) so that a regenerated baseline is byte-identical.
+VOLATILE_FIELDS = ("created_utc", "environment.python", "environment.platform", "timing_s",
+                   "runs[].memory.details.trace_seconds")
+
+
+def stable_form(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` without ``VOLATILE_FIELDS`` (a new dict; ``doc`` is not changed)."""
+    out = {k: v for k, v in doc.items() if k not in ("created_utc", "timing_s")}
+    if isinstance(out.get("environment"), dict):
+        out["environment"] = {k: v for k, v in out["environment"].items() if k not in ("python", "platform")}
+    if isinstance(out.get("runs"), list):
+        out["runs"] = [_stable_run(r) for r in out["runs"]]
+    return out
+
+
+def _stable_run(run: Any) -> Any:
+    memory = run.get("memory") if isinstance(run, dict) else None
+    if not isinstance(memory, dict) or not isinstance(memory.get("details"), dict):
+        return run
+    details = {k: v for k, v in memory["details"].items() if k != "trace_seconds"}
+    return {**run, "memory": {**memory, "details": details}}
 
 
 @dataclass

@@ -6,6 +6,9 @@
 
 Rules:
 
+- the two results must profile the same model: equal fingerprints, or equal display names
+  (``model_match``; a path's spelling does not count); the same name with another fingerprint is a
+  regression (the architecture changed under that name);
 - runs are matched by (model, precision, device type, optimizer, implementation); two runs with the
   same key are matched in the order they appear, and only when both sides hold the same number of
   them (otherwise which copy pairs with which is a guess: ``BadInput``);
@@ -30,6 +33,7 @@ from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from sgdsai_cli.analysis.model_match import match_models
 from sgdsai_cli.errors import BadInput, did_you_mean
 from sgdsai_cli.results import ProfileResult, RunResult
 from sgdsai_cli.units import parse_percent, parse_size
@@ -138,7 +142,7 @@ class CheckReport:
 
 def change_text(row: CheckRow) -> str:
     """The relative change as text ('+5.26%'; 'from 0' where the baseline was 0; '' for status rows)."""
-    if row.kind in ("status", "run"):
+    if row.kind in ("status", "run", "model"):
         return ""
     if row.change is None:
         return "-" if row.current == row.baseline else "from 0"
@@ -169,8 +173,7 @@ def parse_budgets(texts: list[str] | None) -> dict[str, int]:
     return budgets
 
 
-def _run_key(result: ProfileResult, run: RunResult) -> tuple:
-    model = result.spec.model or result.model.name
+def _run_key(result: ProfileResult, run: RunResult, model: str) -> tuple:
     return (model, result.spec.precision, result.device_type, run.optimizer, run.impl)
 
 
@@ -180,12 +183,12 @@ def _label(key: tuple) -> tuple[str, str]:
     return f"{model} {precision} {device}", f"{optimizer}/{impl or '-'}"
 
 
-def _indexed_runs(result: ProfileResult) -> dict[tuple, RunResult]:
+def _indexed_runs(result: ProfileResult, model: str) -> dict[tuple, RunResult]:
     """Runs keyed by (key..., occurrence) so duplicates match in order."""
     seen: dict[tuple, int] = defaultdict(int)
     out = {}
     for run in result.runs:
-        key = _run_key(result, run)
+        key = _run_key(result, run, model)
         out[(*key, seen[key])] = run
         seen[key] += 1
     return out
@@ -263,12 +266,19 @@ def compare(
         if key not in BUDGET_KEYS:
             raise BadInput(f"unknown budget key '{key}'" + did_you_mean(key, BUDGET_KEYS))
     report = CheckReport(tolerance=tolerance, tolerance_latency=tolerance_latency, budgets=budgets)
-    _refuse_unpairable(current_doc, baseline_doc)
-    current = _indexed_runs(current_doc)
-    baseline = _indexed_runs(baseline_doc)
+    match = match_models(current_doc, baseline_doc)
+    cur_model, base_model = match.labels
+    _refuse_unpairable(current_doc, baseline_doc, cur_model, base_model)
+    current = _indexed_runs(current_doc, cur_model)
+    baseline = _indexed_runs(baseline_doc, base_model)
     compare_latency, why = _same_device_model(current_doc, baseline_doc)
-    if why:
-        report.notes.append(why)
+    for note in (match.note, why):
+        if note:
+            report.notes.append(note)
+    if match.fingerprint_changed:
+        case = f"{cur_model} {current_doc.spec.precision} {current_doc.device_type}"
+        report.rows.append(CheckRow(case, "model", "fingerprint", "model", match.fingerprints[1],
+                                    match.fingerprints[0], None, REGRESSION))
 
     for ikey, brun in baseline.items():
         crun = current.get(ikey)
@@ -295,10 +305,11 @@ def compare(
     return report
 
 
-def _refuse_unpairable(current_doc: ProfileResult, baseline_doc: ProfileResult) -> None:
+def _refuse_unpairable(current_doc: ProfileResult, baseline_doc: ProfileResult, cur_model: str,
+                       base_model: str) -> None:
     """BadInput when a run key appears more than once on a side and the two sides hold different counts."""
-    current = Counter(_run_key(current_doc, r) for r in current_doc.runs)
-    baseline = Counter(_run_key(baseline_doc, r) for r in baseline_doc.runs)
+    current = Counter(_run_key(current_doc, r, cur_model) for r in current_doc.runs)
+    baseline = Counter(_run_key(baseline_doc, r, base_model) for r in baseline_doc.runs)
     for key in [*current, *(k for k in baseline if k not in current)]:
         if current[key] != baseline[key] and max(current[key], baseline[key]) > 1:
             case, run = _label(key)

@@ -191,11 +191,13 @@ def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
 
 def model_info(model_spec) -> dict:
     """Name, family, parameter count and tensor count (a meta build: allocates nothing)."""
+    from sgdsai_cli.measure.identity import display_name, model_fingerprint
     from sgdsai_cli.models import build_model
 
     model = build_model(model_spec, device="meta")
     params = list(model.parameters())
-    return {"name": model_spec.name, "family": model_spec.family, "params": sum(p.numel() for p in params),
+    return {"name": display_name(model_spec), "family": model_spec.family,
+            "fingerprint": model_fingerprint(model_spec, model), "params": sum(p.numel() for p in params),
             "param_tensors": len(params)}
 
 

@@ -42,6 +42,7 @@ class ProfileRequest:
     sample_interval_ms: float = 10.0  # real runs: memory sampling period
     seed: int = 0
     snapshot: bool = False  # real CUDA runs: a memory snapshot per optimizer (needs out_dir)
+    name: str | None = None  # the display name recorded (None: the preset name, or the config path normalised)
 
     def merged(self, overrides: dict[str, Any]) -> ProfileRequest:
         """This request with the non-None entries of ``overrides`` (known fields only)."""
@@ -60,6 +61,7 @@ class ProfilePlan:
     optimizers: list[str]
     sample_interval_ms: float
     snapshot: bool
+    name: str | None = None  # the display name to record (None: measure.identity.display_name's default)
 
     @property
     def describe(self) -> str:
@@ -104,7 +106,8 @@ def run_profile(plan: ProfilePlan, *, out_dir: str | os.PathLike | None = None,
     if plan.spec.device == "meta":
         from sgdsai_cli.measure.sizing import size_profile
 
-        return size_profile(plan.spec, plan.model_spec, plan.optimizers, estimate=True, on_progress=on_progress)
+        return _named(size_profile(plan.spec, plan.model_spec, plan.optimizers, estimate=True,
+                                   on_progress=on_progress), plan.name)
     from sgdsai_cli.measure.realrun import run_real
 
     out = Path(out_dir) if out_dir is not None else None
@@ -112,7 +115,14 @@ def run_profile(plan: ProfilePlan, *, out_dir: str | os.PathLike | None = None,
                     out_dir=out, samples_dir=Path(samples_dir) if samples_dir is not None else out,
                     snapshot=plan.snapshot, on_progress=on_progress)
     real.result.files.update({f"samples-{name}": path for name, path in real.samples_csv.items()})
-    return real.result
+    return _named(real.result, plan.name)
+
+
+def _named(result: ProfileResult, name: str | None) -> ProfileResult:
+    """``result`` shown under ``name`` when one was asked for."""
+    if name:
+        result.model.name = name
+    return result
 
 
 def check_request(request: ProfileRequest) -> ProfilePlan:
@@ -145,7 +155,13 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
     spec = ProfileSpec(model=model_spec.name, precision=precision.name, device=device,
                        batch_size=request.batch_size, seq_len=seq_len, warmup=request.warmup,
                        steps=request.steps, seed=request.seed)
-    return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot)
+    name = request.name
+    if name is not None and (not isinstance(name, str) or not name.strip() or len(name) > 200
+                             or any(not c.isprintable() for c in name)):
+        raise BadInput(f"bad name {name!r} (a non-empty printable text of at most 200 characters)",
+                       field="name", value=name)
+    return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot,
+                       name.strip() if name else None)
 
 
 def default_seq_len(model_spec) -> int:

@@ -33,7 +33,7 @@ FLAGS = {
     "optimizers": "--optimizer", "batch_size": "--batch-size", "seq_len": "--seq-len", "warmup": "--warmup",
     "steps": "--steps", "sample_interval_ms": "--sample-interval-ms", "tolerance": "--tolerance",
     "tolerance_latency": "--tolerance-latency", "budget": "--budget", "gpu": "--gpu", "lr": "--lr",
-    "seed": "--seed", "data": "--data", "layers": "--layers", "context": "--context",
+    "seed": "--seed", "data": "--data", "layers": "--layers", "context": "--context", "name": "--name",
 }
 
 

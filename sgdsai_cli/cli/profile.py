@@ -55,6 +55,8 @@ def profile_command(
                                   help=f"Allowed growth against --baseline. [default: {DEFAULT_TOLERANCE}]"),
     update_baseline: bool = typer.Option(False, "--update-baseline", help="Write this result to --baseline instead."),
     snapshot: bool = typer.Option(False, "--snapshot", help="Real CUDA runs: save a memory snapshot per optimizer."),
+    name: str = typer.Option(None, "--name", metavar="NAME", show_default=False,
+                             help="The model's display name in the result (check matches by it or by fingerprint)."),
     quiet: bool = opt.quiet_option(),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print where the time went."),
     spec_file: Path = typer.Option(None, "--profile", metavar="FILE.toml", show_default=False,
@@ -79,6 +81,7 @@ def profile_command(
     opt.prepare_out(out, "result.json")
     options = {
         "precision": precision, "device": device, "optimizers": optimizer or None, "snapshot": snapshot or None,
+        "name": name,
         "batch_size": opt.optional(opt.parse_int, "--batch-size", batch_size),
         "seq_len": opt.optional(opt.parse_int, "--seq-len", seq_len),
         "warmup": opt.optional(opt.parse_int, "--warmup", warmup, 0),
@@ -177,7 +180,7 @@ def _baseline(result, path, baseline_result, tol: float, update: bool, quiet: bo
     from sgdsai_cli.render.check import check_table
 
     if update:
-        result.save(path)
+        result.save(path, stable=True)  # a baseline: no timestamps or timings, so regenerating diffs empty
         if not quiet:
             say(f"baseline written: {path}")
         return

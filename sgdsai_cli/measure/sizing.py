@@ -36,12 +36,18 @@ FUSED_NOTE = "fused AdamW cannot step on meta; state sized through the foreach p
 
 
 def model_info(model: torch.nn.Module, model_spec) -> ModelInfo:
-    """Counts and bytes of ``model``'s parameters (tied tensors once); gradients are the same size."""
+    """Counts and bytes of ``model``'s parameters (tied tensors once); gradients are the same size.
+
+    The name is the display name and the fingerprint the model's identity (``measure.identity``).
+    """
+    from sgdsai_cli.measure.identity import display_name, model_fingerprint
+
     params = list(model.parameters())  # de-duplicated by identity: a tied head appears once
     param_bytes = unique_bytes(params)
     return ModelInfo(
-        name=model_spec.name,
+        name=display_name(model_spec),
         family=model_spec.family,
+        fingerprint=model_fingerprint(model_spec, model),
         params=sum(p.numel() for p in params),
         param_tensors=len(params),
         param_bytes=param_bytes,
