@@ -198,7 +198,30 @@ def main(scenario: str, out_dir: str, ckpt: str) -> dict:
     counts = []
     train(model, opt, range(STEPS), rank, world, counts)
     result["ddp"] = {**errors(model, opt, ref), "collectives": counts[:3]}
+    result["bytes"] = measured_bytes(mesh)
     return result
+
+
+def measured_bytes(mesh) -> dict:
+    """This rank's bytes of tiny-llama under FSDP2 after one real step of each optimizer (vs the simulation)."""
+    from sgdsai_cli import models
+    from sgdsai_cli.measure.parallel import local_bytes, local_state_by_key
+    from sgdsai_cli.optim.registry import build_optimizer
+
+    spec = models.resolve_model("tiny-llama")
+    out = {}
+    for name in ("sgdsai", "adamw"):
+        model = models.build_model(spec, device="cpu")
+        for block in models.decoder_layers(model):
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+        models.training_loss(spec, model, models.make_batch(spec, 1, 32, device="cpu")).backward()
+        opt, _ = build_optimizer(name, model.parameters())
+        opt.step()
+        out[name] = {"param_bytes": local_bytes(model.parameters()),
+                     "grad_bytes": local_bytes(p.grad for p in model.parameters()),
+                     "state_bytes_by_key": local_state_by_key(opt)}
+    return out
 
 
 if __name__ == "__main__":

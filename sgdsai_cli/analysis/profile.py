@@ -42,6 +42,10 @@ class ProfileRequest:
     sample_interval_ms: float = 10.0  # real runs: memory sampling period
     seed: int = 0
     snapshot: bool = False  # real CUDA runs: a memory snapshot per optimizer (needs out_dir)
+    parallel: str = "none"  # none, or fsdp2: what one rank holds, simulated on meta (measure.parallel)
+    world_size: int = 1  # ranks of the --parallel job
+    shard_size: int | None = None  # ranks a tensor is sharded over (None: all; fewer: HSDP)
+    reshard_after_forward: bool = True  # FSDP2 frees each block's gathered parameters after its forward
 
     def merged(self, overrides: dict[str, Any]) -> ProfileRequest:
         """This request with the non-None entries of ``overrides`` (known fields only)."""
@@ -60,12 +64,15 @@ class ProfilePlan:
     optimizers: list[str]
     sample_interval_ms: float
     snapshot: bool
+    parallel: Any = None  # a measure.parallel.ParallelConfig for --parallel fsdp2, else None
 
     @property
     def describe(self) -> str:
         """'sizing gpt2 (fp32) on the meta device: sgdsai, adamw' or 'training gpt2 (fp32) on cpu: ...'."""
         verb = "sizing" if self.spec.device == "meta" else "training"
         where = "the meta device" if self.spec.device == "meta" else self.spec.device
+        if self.parallel is not None:
+            verb, where = "simulating", f"rank 0 of {self.parallel.world_size} ({self.parallel.kind}, fake tensors)"
         return f"{verb} {self.spec.model} ({self.spec.precision}) on {where}: {', '.join(self.optimizers)}"
 
 
@@ -101,6 +108,10 @@ def run_profile(plan: ProfilePlan, *, out_dir: str | os.PathLike | None = None,
                 samples_dir: str | os.PathLike | None = None,
                 on_progress: ProgressCallback | None = None) -> ProfileResult:
     """Do the work of a prepared profile: meta sizing, or one real run per optimizer."""
+    if plan.parallel is not None:
+        from sgdsai_cli.measure.parallel_profile import simulate_profile
+
+        return simulate_profile(plan.spec, plan.model_spec, plan.optimizers, plan.parallel, on_progress=on_progress)
     if plan.spec.device == "meta":
         from sgdsai_cli.measure.sizing import size_profile
 
@@ -145,7 +156,21 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
     spec = ProfileSpec(model=model_spec.name, precision=precision.name, device=device,
                        batch_size=request.batch_size, seq_len=seq_len, warmup=request.warmup,
                        steps=request.steps, seed=request.seed)
-    return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot)
+    return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot,
+                       _check_parallel(request, device))
+
+
+def _check_parallel(request: ProfileRequest, device: str):
+    """The ParallelConfig of ``--parallel fsdp2`` (simulated on meta only), or None."""
+    from sgdsai_cli.measure.parallel import check_parallel
+
+    cfg = check_parallel(request.parallel, request.world_size, request.shard_size, request.reshard_after_forward)
+    if cfg.kind == "none":
+        return None
+    if device != "meta":
+        raise BadInput(f"--parallel {cfg.kind} is simulated on the meta device only (got --device {device}); "
+                       "real multi-rank runs are not available yet", field="device", value=device)
+    return cfg
 
 
 def default_seq_len(model_spec) -> int:

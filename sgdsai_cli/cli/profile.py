@@ -59,6 +59,18 @@ def profile_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print where the time went."),
     spec_file: Path = typer.Option(None, "--profile", metavar="FILE.toml", show_default=False,
                                    help="TOML run spec; command-line options override it."),
+    parallel: str = typer.Option(None, "--parallel", metavar="MODE", show_default=False,
+                                 help="none or fsdp2: what one rank of an FSDP2 job holds, simulated with "
+                                      "fake tensors (meta). [default: none]"),
+    world_size: str = typer.Option(None, "--world-size", metavar="N", show_default=False,
+                                   help="--parallel: ranks in the job. [default: 1]"),
+    shard_size: str = typer.Option(None, "--shard-size", metavar="K", show_default=False,
+                                   help="--parallel: ranks each tensor is sharded over; fewer than "
+                                        "--world-size is HSDP. [default: all]"),
+    reshard_after_forward: bool = typer.Option(None, "--reshard-after-forward/--no-reshard-after-forward",
+                                               show_default=False,
+                                               help="--parallel: free each block's gathered parameters "
+                                                    "after its forward. [default: on]"),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
     from sgdsai_cli.analysis.profile import prepare_profile, run_profile
@@ -84,6 +96,9 @@ def profile_command(
         "warmup": opt.optional(opt.parse_int, "--warmup", warmup, 0),
         "steps": opt.optional(opt.parse_int, "--steps", steps),
         "sample_interval_ms": opt.optional(opt.parse_positive, "--sample-interval-ms", sample_interval_ms),
+        "parallel": parallel, "reshard_after_forward": reshard_after_forward,
+        "world_size": opt.optional(opt.parse_int, "--world-size", world_size),
+        "shard_size": opt.optional(opt.parse_int, "--shard-size", shard_size),
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")
