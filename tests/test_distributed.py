@@ -33,8 +33,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# Failures of the machine, not of the code: a port taken between choosing and binding it, a peer reset.
+TRANSIENT = ("Address already in use", "Connection reset", "Connection refused", "Connection closed by peer")
+
+
 def launch(world: int, scenario: str, out: Path, ckpt: Path) -> dict:
-    """Run the worker on ``world`` ranks; rank 0's result, plus every rank's local shard sizes."""
+    """Run the worker on ``world`` ranks (again once, on a fresh port, after a transient network failure);
+    rank 0's result, plus every rank's local shard sizes."""
+    try:
+        return _launch(world, scenario, out, ckpt)
+    except _Transient:
+        return _launch(world, scenario, out, ckpt)
+
+
+class _Transient(Exception):
+    pass
+
+
+def _launch(world: int, scenario: str, out: Path, ckpt: Path) -> dict:
     env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_free_port()), "WORLD_SIZE": str(world),
            "OMP_NUM_THREADS": "1", "GLOO_SOCKET_IFNAME": "lo"}
     procs = [subprocess.Popen([sys.executable, str(WORKER), scenario, str(out), str(ckpt)],
@@ -50,6 +66,8 @@ def launch(world: int, scenario: str, out: Path, ckpt: Path) -> dict:
             p.kill()
         pytest.fail(f"{world} ranks ({scenario}) hung past {TIMEOUT_S} s")
     failed = [(r, log) for r, (p, log) in enumerate(zip(procs, logs)) if p.returncode != 0]
+    if failed and any(t in log for _, log in failed for t in TRANSIENT):
+        raise _Transient(failed[0][1][-500:])
     assert not failed, f"rank {failed[0][0]} failed:\n{failed[0][1][-3000:]}"
     result = json.loads((out / "result.json").read_text())
     result["ranks_numel"] = [json.loads((out / f"rank{r}.json").read_text()) for r in range(world)]
@@ -167,3 +185,40 @@ def test_real_ranks_hold_what_the_simulation_says(runs, optimizer):
                   optimizers=[optimizer]).runs[0].memory
     assert measured == {"param_bytes": sim.param_bytes, "grad_bytes": sim.grad_bytes,
                         "state_bytes_by_key": sim.state_bytes_by_key}
+
+
+@pytest.fixture(scope="module")
+def torchrun_doc(tmp_path_factory) -> dict:
+    """``torchrun --nproc-per-node 2 -m sgdsai_cli profile --parallel fsdp2 --device cpu``: rank 0's document."""
+    out = tmp_path_factory.mktemp("torchrun") / "r.json"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
+           "--master-port", str(_free_port()), "-m", "sgdsai_cli", "profile", "--model", "tiny-llama",
+           "--parallel", "fsdp2", "--device", "cpu", "--seq-len", "32", "--steps", "2", "--warmup", "1",
+           "--json", str(out), "-q"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"torchrun hung past {TIMEOUT_S} s")
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(out.read_text())
+
+
+@pytest.mark.parametrize("optimizer", ["sgdsai", "adamw"])
+def test_torchrun_rows_per_rank_equal_the_simulation(torchrun_doc, optimizer):
+    from sgdsai_cli import profile
+
+    sim = profile(model="tiny-llama", parallel="fsdp2", world_size=2, device="meta", seq_len=32,
+                  optimizers=[optimizer]).runs[0].memory
+    rows = [r for r in torchrun_doc["runs"] if r["optimizer"] == optimizer]
+    assert [(r["rank"], r["world_size"], r["parallel"], r["status"]) for r in rows] == [
+        (0, 2, "fsdp2", "ok"), (1, 2, "fsdp2", "ok")]
+    for r in rows:
+        m = r["memory"]
+        assert (m["param_bytes"], m["grad_bytes"], m["state_bytes_by_key"]) == (
+            sim.param_bytes, sim.grad_bytes, sim.state_bytes_by_key)
+        # the measured steady-step peak against the simulated one: 248 bytes apart for both optimizers on
+        # most runs; some runs of sgdsai measure 84,728 bytes (4.6%) more (not understood yet)
+        assert m["peak_allocated_bytes"] == pytest.approx(sim.estimated_peak_bytes, rel=0.05)
+        assert r["latency_ms"]["step"]["n"] == 2
+    assert set(torchrun_doc["parallel"]["straggler_spread"]) == {"sgdsai", "adamw"}

@@ -71,8 +71,10 @@ class ProfilePlan:
         """'sizing gpt2 (fp32) on the meta device: sgdsai, adamw' or 'training gpt2 (fp32) on cpu: ...'."""
         verb = "sizing" if self.spec.device == "meta" else "training"
         where = "the meta device" if self.spec.device == "meta" else self.spec.device
-        if self.parallel is not None:
+        if self.parallel is not None and self.spec.device == "meta":
             verb, where = "simulating", f"rank 0 of {self.parallel.world_size} ({self.parallel.kind}, fake tensors)"
+        elif self.parallel is not None:
+            where = f"{self.spec.device}, every rank of this torchrun job ({self.parallel.kind})"
         return f"{verb} {self.spec.model} ({self.spec.precision}) on {where}: {', '.join(self.optimizers)}"
 
 
@@ -107,7 +109,12 @@ def profile(model: str | None = None, *, spec_file: str | os.PathLike | None = N
 def run_profile(plan: ProfilePlan, *, out_dir: str | os.PathLike | None = None,
                 samples_dir: str | os.PathLike | None = None,
                 on_progress: ProgressCallback | None = None) -> ProfileResult:
-    """Do the work of a prepared profile: meta sizing, or one real run per optimizer."""
+    """Do the work of a prepared profile: meta sizing, or one real run per optimizer; under torchrun with
+    ``parallel``, a real run on every rank, whose document rank 0 returns (the other ranks: None)."""
+    if plan.parallel is not None and plan.spec.device != "meta":
+        from sgdsai_cli.measure.parallel_real import run_ranks
+
+        return run_ranks(plan.spec, plan.model_spec, plan.optimizers, plan.parallel)  # None on ranks > 0
     if plan.parallel is not None:
         from sgdsai_cli.measure.parallel_profile import simulate_profile
 
@@ -168,8 +175,12 @@ def _check_parallel(request: ProfileRequest, device: str):
     if cfg.kind == "none":
         return None
     if device != "meta":
-        raise BadInput(f"--parallel {cfg.kind} is simulated on the meta device only (got --device {device}); "
-                       "real multi-rank runs are not available yet", field="device", value=device)
+        from sgdsai_cli.measure.parallel_real import launched_rank
+
+        if launched_rank() is None:
+            raise BadInput(f"--parallel {cfg.kind} --device {device} is a real multi-rank run: start it with "
+                           "torchrun --nproc-per-node N -m sgdsai_cli profile ... (or simulate it on --device meta)",
+                           field="device", value=device)
     return cfg
 
 

@@ -103,6 +103,11 @@ def profile_command(
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")
     plan = prepare_profile(model, spec=spec, **options)
+    from sgdsai_cli.measure.parallel_real import launched_rank
+
+    if plan.parallel is not None and (launched_rank() or 0) > 0:
+        run_profile(plan)  # a torchrun rank other than 0: it trains and sends its rows to rank 0, silently
+        return
     if not quiet:
         say(plan.describe)
     samples_dir = json_path.parent if (out is None and json_path is not None) else None

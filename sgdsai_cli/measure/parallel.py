@@ -30,6 +30,7 @@ the optimizer steps run over the sharded model at its full depth.
 from __future__ import annotations
 
 import contextlib
+import gc
 import time
 from dataclasses import dataclass, field
 
@@ -195,12 +196,12 @@ def local_state_by_key(opt: torch.optim.Optimizer) -> dict[str, int]:
     return by_key
 
 
-def _mesh(cfg: ParallelConfig):
+def _mesh(cfg: ParallelConfig, device_type: str = "cpu"):
     from torch.distributed.device_mesh import init_device_mesh
 
     if cfg.replicas > 1:
-        return init_device_mesh("cpu", (cfg.replicas, cfg.shards), mesh_dim_names=("replicate", "shard"))
-    return init_device_mesh("cpu", (cfg.world_size,))
+        return init_device_mesh(device_type, (cfg.replicas, cfg.shards), mesh_dim_names=("replicate", "shard"))
+    return init_device_mesh(device_type, (cfg.world_size,))
 
 
 def _sharded_model(model_spec, precision: Precision, cfg: ParallelConfig, depth: int):
@@ -228,7 +229,7 @@ def _unsharded_storages(model, blocks, fake_mode) -> tuple[list[torch.UntypedSto
     the unsharded tensors at the first unshard and later only resizes their storage)."""
     seen: dict[int, torch.UntypedStorage] = {}
     sizes = {}
-    with fake_mode:
+    with fake_mode if fake_mode is not None else contextlib.nullcontext():
         for name, module in [("root", model), *[(f"block{i}", b) for i, b in enumerate(blocks)]]:
             module.unshard()
             own = [p for p in module.parameters()
@@ -282,6 +283,11 @@ def _trace_forward_backward(model_spec, precision: Precision, cfg: ParallelConfi
 
         return hook
 
+    with fake_mode:  # one untraced step first: FSDP2 learns its backward prefetch order in the first one
+        models.training_loss(spec, model, models.make_batch(spec, batch_size, seq_len, device="cpu")).backward()
+        for p in model.parameters():
+            p.grad = None
+    gc.collect()  # its garbage in reference cycles would otherwise die at a random point of the trace
     for k, block in enumerate(blocks):
         handles.append(block.register_forward_pre_hook(pre_hook(k)))
         handles.append(block.register_forward_hook(post_hook(k)))
