@@ -217,8 +217,10 @@ def test_torchrun_rows_per_rank_equal_the_simulation(torchrun_doc, optimizer):
         m = r["memory"]
         assert (m["param_bytes"], m["grad_bytes"], m["state_bytes_by_key"]) == (
             sim.param_bytes, sim.grad_bytes, sim.state_bytes_by_key)
-        # the measured steady-step peak against the simulated one: 248 bytes apart for both optimizers on
-        # most runs; some runs of sgdsai measure 84,728 bytes (4.6%) more (not understood yet)
-        assert m["peak_allocated_bytes"] == pytest.approx(sim.estimated_peak_bytes, rel=0.05)
+        # The measured steady-step peak is the simulated one plus 248 bytes, or (about one run in six) one
+        # block's communication buffer more, held until gloo's thread finishes: the simulation frees in
+        # program order.
+        extra = m["peak_allocated_bytes"] - sim.estimated_peak_bytes
+        assert 0 <= extra <= 1024 or 0 <= extra - sim.details["all_gather_block_bytes"] <= 1024
         assert r["latency_ms"]["step"]["n"] == 2
     assert set(torchrun_doc["parallel"]["straggler_spread"]) == {"sgdsai", "adamw"}
