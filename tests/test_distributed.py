@@ -224,3 +224,19 @@ def test_torchrun_rows_per_rank_equal_the_simulation(torchrun_doc, optimizer):
         assert 0 <= extra <= 1024 or 0 <= extra - sim.details["all_gather_block_bytes"] <= 1024
         assert r["latency_ms"]["step"]["n"] == 2
     assert set(torchrun_doc["parallel"]["straggler_spread"]) == {"sgdsai", "adamw"}
+
+
+def test_nproc_starts_the_ranks_through_torchrun(cli, tmp_path, no_hang):
+    out = tmp_path / "r.json"
+    res = cli("profile", "--model", "tiny-llama", "--parallel", "fsdp2", "--device", "cpu", "--nproc", "2",
+              "--seq-len", "32", "--steps", "1", "--warmup", "1", "-o", "sgdsai", "-q", "--json", out)
+    assert res.exit_code == 0, res.output
+    doc = json.loads(out.read_text())
+    assert [(r["optimizer"], r["rank"], r["status"]) for r in doc["runs"]] == [("sgdsai", 0, "ok"), ("sgdsai", 1, "ok")]
+
+
+@pytest.mark.parametrize("args", [["--device", "cpu"], ["--parallel", "fsdp2", "--device", "meta"],
+                                  ["--parallel", "fsdp2", "--device", "cpu", "--nproc", "0"]])
+def test_nproc_bad_inputs_exit_2(cli, args):
+    res = cli("profile", "--model", "tiny-llama", "--nproc", "2", *args)
+    assert res.exit_code == 2 and "--nproc" in res.stderr

@@ -45,6 +45,21 @@ def launched_rank() -> int | None:
     return None
 
 
+def launch_torchrun(profile_args: list[str], nproc: int) -> int:
+    """Run ``sgdsai profile PROFILE_ARGS`` on ``nproc`` local ranks through torchrun (127.0.0.1, a free
+    port); return its exit status."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(nproc), "--nnodes", "1",
+           "--master-addr", "127.0.0.1", "--master-port", str(port), "-m", "sgdsai_cli", "profile", *profile_args]
+    return subprocess.run(cmd, check=False).returncode
+
+
 def _join(device: torch.device):
     import torch.distributed as dist
 
@@ -148,6 +163,8 @@ def run_ranks(spec: ProfileSpec, model_spec, optimizers: list[str], cfg: par.Par
                 rows.append({"optimizer": name, "status": "error", "error": error_text(e)})
         gathered = [None] * world if rank == 0 else None
         dist.gather_object(rows, gathered, dst=0)
+        gc.collect()  # the runs' models and their pending collective work, before the group goes
+        dist.barrier()
     finally:
         if joined:
             dist.destroy_process_group()
