@@ -39,6 +39,7 @@ from torch.distributed.tensor.debug import CommDebugMode
 from torch.nn.parallel import DistributedDataParallel
 
 from sgdsai_cli.optim import SGDSaI
+from sgdsai_cli.optim import sgdsai as sgdsai_module
 
 STEPS, SAVE_AT, BATCH = 20, 10, 8
 
@@ -95,9 +96,10 @@ def full(t):
 
 
 def train(model, opt, steps: range, dp_rank: int, dp_size: int, counts: list | None = None,
-          groups: list | None = None) -> None:
-    """Train over ``steps``; ``counts`` gets the optimizer's collectives per step (CommDebugMode) and
-    ``groups`` the size of the process group of each statistics gather."""
+          groups: list | None = None, host_reads: list | None = None) -> None:
+    """Train over ``steps``; ``counts`` gets the optimizer's collectives per step (CommDebugMode),
+    ``groups`` the size of the process group of each statistics gather and ``host_reads`` the
+    device-to-host reads (``optim.host.to_host`` calls) per step."""
     per = BATCH // dp_size
     gather = dist.all_gather_single
 
@@ -110,14 +112,23 @@ def train(model, opt, steps: range, dp_rank: int, dp_size: int, counts: list | N
         x, y = batch(step)
         opt.zero_grad()
         loss_of(model, x[dp_rank * per:(dp_rank + 1) * per], y[dp_rank * per:(dp_rank + 1) * per]).backward()
-        dist.all_gather_single = spy
+        reads = []
+        real_to_host = sgdsai_module.to_host
+
+        def host_spy(values, reads=reads, real=real_to_host):
+            reads.append(len(values))
+            return real(values)
+
+        dist.all_gather_single, sgdsai_module.to_host = spy, host_spy
         try:
             with CommDebugMode() as comm:
                 opt.step()
         finally:
-            dist.all_gather_single = gather
+            dist.all_gather_single, sgdsai_module.to_host = gather, real_to_host
         if counts is not None:
             counts.append(comm.get_total_counts())
+        if host_reads is not None:
+            host_reads.append(len(reads))
 
 
 def errors(model, opt, ref: tuple[dict, dict]) -> dict:
@@ -173,11 +184,12 @@ def main(scenario: str, out_dir: str, ckpt: str) -> dict:
     opt = SGDSaI(model.parameters(), lr=1e-2)
     counts: list = []
     groups: list = []
-    train(model, opt, range(SAVE_AT), rank, world, counts, groups)
+    reads: list = []
+    train(model, opt, range(SAVE_AT), rank, world, counts, groups, reads)
     dcp.save(state_dicts(model, opt), checkpoint_id=ckpt)
     train(model, opt, range(SAVE_AT, STEPS), rank, world, counts)
     result["fsdp2"] = {**errors(model, opt, ref), "collectives": counts[:3],
-                       "group_sizes": groups, "local_numel": shard_info(model)}
+                       "host_reads": reads[:3], "group_sizes": groups, "local_numel": shard_info(model)}
     at_20 = {n: full(p.detach()) for n, p in model.named_parameters()}
     again = sharded(mesh)
     opt2 = SGDSaI(again.parameters(), lr=1e-2)

@@ -116,6 +116,13 @@ def test_collectives_first_and_steady_steps(runs, world, setup, counts):
     assert runs[world][0][setup]["collectives"] == counts
 
 
+@pytest.mark.parametrize("world", [2, 4])
+def test_steady_steps_read_nothing_on_the_host(runs, world):
+    # step 1: the g-SNR norms and values (one read each: to_host is one sync per device); step 2: the
+    # same for lora_a alone; from step 3: nothing
+    assert runs[world][0]["fsdp2"]["host_reads"] == [2, 2, 0]
+
+
 @pytest.mark.parametrize(("world", "setup", "group"), [(4, "fsdp2", 4), (4, "hsdp", 2), (2, "fsdp2", 2)])
 def test_statistics_go_over_the_shard_dimension_only(runs, world, setup, group):
     assert runs[world][0][setup]["group_sizes"] == [group, group]
