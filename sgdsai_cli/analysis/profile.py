@@ -43,6 +43,10 @@ class ProfileRequest:
     seed: int = 0
     snapshot: bool = False  # real CUDA runs: a memory snapshot per optimizer (needs out_dir)
     name: str | None = None  # the display name recorded (None: the preset name, or the config path normalised)
+    parallel: str = "none"  # none, or fsdp2: what one rank holds, simulated on meta (measure.parallel)
+    world_size: int = 1  # ranks of the --parallel job
+    shard_size: int | None = None  # ranks a tensor is sharded over (None: all; fewer: HSDP)
+    reshard_after_forward: bool = True  # FSDP2 frees each block's gathered parameters after its forward
 
     def merged(self, overrides: dict[str, Any]) -> ProfileRequest:
         """This request with the non-None entries of ``overrides`` (known fields only)."""
@@ -62,12 +66,17 @@ class ProfilePlan:
     sample_interval_ms: float
     snapshot: bool
     name: str | None = None  # the display name to record (None: measure.identity.display_name's default)
+    parallel: Any = None  # a measure.parallel.ParallelConfig for --parallel fsdp2, else None
 
     @property
     def describe(self) -> str:
         """'sizing gpt2 (fp32) on the meta device: sgdsai, adamw' or 'training gpt2 (fp32) on cpu: ...'."""
         verb = "sizing" if self.spec.device == "meta" else "training"
         where = "the meta device" if self.spec.device == "meta" else self.spec.device
+        if self.parallel is not None and self.spec.device == "meta":
+            verb, where = "simulating", f"rank 0 of {self.parallel.world_size} ({self.parallel.kind}, fake tensors)"
+        elif self.parallel is not None:
+            where = f"{self.spec.device}, every rank of this torchrun job ({self.parallel.kind})"
         return f"{verb} {self.spec.model} ({self.spec.precision}) on {where}: {', '.join(self.optimizers)}"
 
 
@@ -102,7 +111,18 @@ def profile(model: str | None = None, *, spec_file: str | os.PathLike | None = N
 def run_profile(plan: ProfilePlan, *, out_dir: str | os.PathLike | None = None,
                 samples_dir: str | os.PathLike | None = None,
                 on_progress: ProgressCallback | None = None) -> ProfileResult:
-    """Do the work of a prepared profile: meta sizing, or one real run per optimizer."""
+    """Do the work of a prepared profile: meta sizing, or one real run per optimizer; under torchrun with
+    ``parallel``, a real run on every rank, whose document rank 0 returns (the other ranks: None)."""
+    if plan.parallel is not None and plan.spec.device != "meta":
+        from sgdsai_cli.measure.parallel_real import run_ranks
+
+        result = run_ranks(plan.spec, plan.model_spec, plan.optimizers, plan.parallel)  # None on ranks > 0
+        return _named(result, plan.name) if result is not None else None
+    if plan.parallel is not None:
+        from sgdsai_cli.measure.parallel_profile import simulate_profile
+
+        return _named(simulate_profile(plan.spec, plan.model_spec, plan.optimizers, plan.parallel,
+                                       on_progress=on_progress), plan.name)
     if plan.spec.device == "meta":
         from sgdsai_cli.measure.sizing import size_profile
 
@@ -161,7 +181,24 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
         raise BadInput(f"bad name {name!r} (a non-empty printable text of at most 200 characters)",
                        field="name", value=name)
     return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot,
-                       name.strip() if name else None)
+                       name=name.strip() if name else None, parallel=_check_parallel(request, device))
+
+
+def _check_parallel(request: ProfileRequest, device: str):
+    """The ParallelConfig of ``--parallel fsdp2`` (simulated on meta only), or None."""
+    from sgdsai_cli.measure.parallel import check_parallel
+
+    cfg = check_parallel(request.parallel, request.world_size, request.shard_size, request.reshard_after_forward)
+    if cfg.kind == "none":
+        return None
+    if device != "meta":
+        from sgdsai_cli.measure.parallel_real import launched_rank
+
+        if launched_rank() is None:
+            raise BadInput(f"--parallel {cfg.kind} --device {device} is a real multi-rank run: start it with "
+                           "torchrun --nproc-per-node N -m sgdsai_cli profile ... (or simulate it on --device meta)",
+                           field="device", value=device)
+    return cfg
 
 
 def default_seq_len(model_spec) -> int:

@@ -61,6 +61,21 @@ def profile_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print where the time went."),
     spec_file: Path = typer.Option(None, "--profile", metavar="FILE.toml", show_default=False,
                                    help="TOML run spec; command-line options override it."),
+    parallel: str = typer.Option(None, "--parallel", metavar="MODE", show_default=False,
+                                 help="none or fsdp2: what one rank of an FSDP2 job holds, simulated with "
+                                      "fake tensors (meta). [default: none]"),
+    world_size: str = typer.Option(None, "--world-size", metavar="N", show_default=False,
+                                   help="--parallel: ranks in the job. [default: 1]"),
+    shard_size: str = typer.Option(None, "--shard-size", metavar="K", show_default=False,
+                                   help="--parallel: ranks each tensor is sharded over; fewer than "
+                                        "--world-size is HSDP. [default: all]"),
+    reshard_after_forward: bool = typer.Option(None, "--reshard-after-forward/--no-reshard-after-forward",
+                                               show_default=False,
+                                               help="--parallel: free each block's gathered parameters "
+                                                    "after its forward. [default: on]"),
+    nproc: str = typer.Option(None, "--nproc", metavar="N", show_default=False,
+                              help="--parallel fsdp2 on cpu/cuda: start N ranks here through torchrun "
+                                   "(rank 0 writes the result)."),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
     from sgdsai_cli.analysis.profile import prepare_profile, run_profile
@@ -70,6 +85,18 @@ def profile_command(
 
     t_start = time.perf_counter()
     opt.check_format(output_format, FORMATS)
+    if nproc is not None:
+        args = [("--model", model), ("--precision", precision), ("--device", device),
+                *[("--optimizer", o) for o in optimizer or []], ("--batch-size", batch_size), ("--seq-len", seq_len),
+                ("--warmup", warmup), ("--steps", steps), ("--sample-interval-ms", sample_interval_ms),
+                ("--json", json_path), ("--out", out), ("--format", output_format), ("--baseline", baseline),
+                ("--tolerance", tolerance), ("--profile", spec_file), ("--parallel", parallel),
+                ("--world-size", world_size), ("--shard-size", shard_size)]
+        flags = {"--update-baseline": update_baseline, "--snapshot": snapshot, "--quiet": quiet,
+                 "--verbose": verbose, "--reshard-after-forward": reshard_after_forward is True,
+                 "--no-reshard-after-forward": reshard_after_forward is False}
+        _launch_ranks(opt.parse_int("--nproc", nproc), parallel, device, args, [f for f, on in flags.items() if on])
+        return
     if quiet and verbose:
         raise BadInput("--quiet and --verbose exclude each other")
     spec = load_spec_file(spec_file) if spec_file is not None else {}
@@ -87,10 +114,18 @@ def profile_command(
         "warmup": opt.optional(opt.parse_int, "--warmup", warmup, 0),
         "steps": opt.optional(opt.parse_int, "--steps", steps),
         "sample_interval_ms": opt.optional(opt.parse_positive, "--sample-interval-ms", sample_interval_ms),
+        "parallel": parallel, "reshard_after_forward": reshard_after_forward,
+        "world_size": opt.optional(opt.parse_int, "--world-size", world_size),
+        "shard_size": opt.optional(opt.parse_int, "--shard-size", shard_size),
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")
     plan = prepare_profile(model, spec=spec, **options)
+    from sgdsai_cli.measure.parallel_real import launched_rank
+
+    if plan.parallel is not None and (launched_rank() or 0) > 0:
+        run_profile(plan)  # a torchrun rank other than 0: it trains and sends its rows to rank 0, silently
+        return
     if not quiet:
         say(plan.describe)
     samples_dir = json_path.parent if (out is None and json_path is not None) else None
@@ -105,6 +140,22 @@ def profile_command(
         raise typer.Exit(130)
     if baseline_path is not None:
         _baseline(result, baseline_path, baseline_result, tol, update_baseline, quiet, output_format)
+
+
+def _launch_ranks(n: int, parallel: str | None, device: str | None, args: list, flags: list[str]) -> None:
+    """``--nproc N``: run this command on N ranks through torchrun; its exit status is ours."""
+    from sgdsai_cli.measure.parallel_real import launch_torchrun, launched_rank
+
+    if launched_rank() is not None:
+        raise BadInput("--nproc inside a torchrun job: torchrun already started the ranks")
+    if parallel != "fsdp2":
+        raise BadInput("--nproc needs --parallel fsdp2")
+    if device is None or device in ("auto", "meta"):
+        raise BadInput("--nproc needs --device cpu or cuda (a real run on every rank)")
+    argv = [part for flag, value in args if value is not None for part in (flag, str(value))] + flags
+    rc = launch_torchrun(argv, n)
+    if rc:
+        raise typer.Exit(rc)
 
 
 def _baseline_before_work(path, update: bool):

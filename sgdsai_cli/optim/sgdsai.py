@@ -24,7 +24,12 @@ without its defects:
 - no device-to-host sync in a steady-state step: g-SNR is constant, so its
   value is brought to the host once, at the tensor's first step, and kept;
 - g-SNR lives in ``state_dict()``, so a resumed run continues identically;
-- the closure runs once per step; nothing is printed.
+- the closure runs once per step; nothing is printed;
+- sharded parameters (FSDP2's DTensors, HSDP included) get the g-SNR of the full tensor from one
+  exchange of per-shard statistics (``optim.distributed``), never of the gradient; every update runs
+  on the local shards, the momentum buffer is a DTensor laid out like its parameter, and
+  ``state_dict()`` carries placeholders for tensors not yet started so that
+  torch.distributed.checkpoint can load into a fresh optimizer (resharding included).
 
 ``reference_compat=True`` reproduces the official numerics instead, degenerate
 cases included (g-SNR computed in the gradient's dtype, ``||g||/eps`` for
@@ -57,8 +62,8 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
+from sgdsai_cli.optim.distributed import is_placeholder, local, placeholder_state, tensor_gsnrs
 from sgdsai_cli.optim.functional import sgdsai
-from sgdsai_cli.optim.gsnr import gsnr_stats, reference_gsnr
 from sgdsai_cli.optim.host import is_symbolic, to_host
 from sgdsai_cli.optim.selection import FALLBACK, IMPLS, choose_impl
 
@@ -141,6 +146,9 @@ class SGDSaI(Optimizer):
         # Host copy of each tensor's g-SNR (a float), so that steady-state steps never read a
         # device tensor. Derived from state["gsnr"]; rebuilt lazily after loading (one sync per device).
         self._gsnr_host: dict[Tensor, float] = {}
+        # Tensors that had a gradient, all zero so far, and hence no state: state_dict() gives them
+        # placeholders (see optim.distributed.placeholder_state).
+        self._waiting: set[Tensor] = set()
 
     def add_param_group(self, param_group: dict) -> None:
         """Add a group (missing options taken from ``defaults``), its options validated like the constructor's."""
@@ -158,9 +166,34 @@ class SGDSaI(Optimizer):
             self.defaults.setdefault(name, value)
             for group in self.param_groups:
                 group.setdefault(name, self.defaults[name])
-        if "_gsnr_host" not in self.__dict__:
+        if "_waiting" not in self.__dict__:
             self._reset_host_state()
         self._gsnr_host.clear()
+
+    def state_dict(self) -> dict:
+        """torch's state dict, plus a placeholder entry (g-SNR NaN, zero momentum) for each tensor that
+        has had only all-zero gradients, so that a fresh optimizer stepped once with zero gradients (as
+        torch.distributed.checkpoint's ``get_optimizer_state_dict`` does) offers every key to load into."""
+        sd = super().state_dict()
+        if self._waiting:
+            index = 0
+            for group in self.param_groups:
+                for p in group["params"]:
+                    if p in self._waiting and "gsnr" not in self.state.get(p, {}):
+                        sd["state"][index] = placeholder_state(p, group["momentum"])
+                    index += 1
+        return sd
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """torch's ``load_state_dict``; placeholder entries (tensors not yet started) load as no state."""
+        state = state_dict.get("state", {})
+        empty = {k for k, v in state.items() if isinstance(v, dict) and is_placeholder(v)}
+        super().load_state_dict({**state_dict, "state": {k: v for k, v in state.items() if k not in empty}})
+        self._waiting = {p for p in self._waiting if "gsnr" not in self.state.get(p, {})}
+        if empty:
+            saved = [i for g in state_dict["param_groups"] for i in g["params"]]
+            mine = [p for g in self.param_groups for p in g["params"]]
+            self._waiting.update(p for i, p in zip(saved, mine, strict=True) if i in empty)
 
     def resolve_impl(self, params: list[Tensor], *, build: bool = False, impl: str | None = None) -> str:
         """The path ``step()`` takes for these parameters when ``impl`` (default ``self.impl``) is asked for.
@@ -192,11 +225,15 @@ class SGDSaI(Optimizer):
         lr, mu = group["lr"], group["momentum"]
         decay = 1.0 - lr * group["weight_decay"]
         if pending and decay != 1.0:
-            torch._foreach_mul_(pending, decay)  # decoupled decay only, until a non-zero gradient
+            torch._foreach_mul_([local(p) for p in pending], decay)  # decoupled decay only, until a non-zero gradient
         if not params:
             return Counter()
-        return sgdsai(params, grads, self._momentum_buffers(params, grads, mu),
-                      self._scales(params, group["gsnr_norm"]), lr=lr, momentum=mu, decay=decay,
+        scales = self._scales(params, group["gsnr_norm"])
+        bufs = self._momentum_buffers(params, grads, mu)
+        # Sharded (DTensor) parameters are updated through their local shards: no collective.
+        params, grads = [local(p) for p in params], [local(g) for g in grads]
+        bufs = [None if b is None else local(b) for b in bufs]
+        return sgdsai(params, grads, bufs, scales, lr=lr, momentum=mu, decay=decay,
                       impl=choose_impl(group["impl"], params, build=True))
 
     def _init_group(self, group: dict) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
@@ -221,28 +258,28 @@ class SGDSaI(Optimizer):
         return live, [p.grad for p in live], pending
 
     def _start_tensors(self, fresh: list[Tensor], eps: float, reference_compat: bool) -> list[Tensor]:
-        """Compute and store g-SNR for tensors seen for the first time (one host sync per device).
+        """Compute and store g-SNR for tensors seen for the first time (one host sync per device;
+        sharded tensors: one collective of statistics per mesh, see ``optim.distributed``).
 
         Returns the tensors whose first gradient is all zero (their g-SNR waits for a real one).
         """
-        if reference_compat:
-            for p in fresh:
-                self.state[p]["gsnr"] = reference_gsnr(p.grad, eps).float()
+        stats = tensor_gsnrs([p.grad for p in fresh], eps, reference_compat)
+        if reference_compat or any(is_symbolic(p) for p in fresh):
+            # official numerics never defer; meta/fake tensors have shapes only: nothing can be deferred.
+            for p, (gsnr, _) in zip(fresh, stats, strict=True):
+                self.state[p]["gsnr"] = gsnr
+            self._waiting.difference_update(fresh)
             self._pull_to_host(fresh)
             return []
-        stats = [gsnr_stats(p.grad, eps) for p in fresh]
-        if any(is_symbolic(p) for p in fresh):
-            # meta/fake tensors: shapes and dtypes only; nothing can be deferred.
-            for p, (gsnr, _, _) in zip(fresh, stats, strict=True):
-                self.state[p]["gsnr"] = gsnr
-            return []
-        norms = to_host([norm for _, norm, _ in stats])
+        norms = to_host([norm for _, norm in stats])
         pending = []
-        for p, (gsnr, _, _), norm in zip(fresh, stats, norms, strict=True):
+        for p, (gsnr, _), norm in zip(fresh, stats, norms, strict=True):
             if norm == 0.0:
                 pending.append(p)  # all-zero first gradient: wait for a real one
             else:
                 self.state[p]["gsnr"] = gsnr
+                self._waiting.discard(p)
+        self._waiting.update(pending)
         self._pull_to_host([p for p in fresh if "gsnr" in self.state[p]])
         return pending
 
