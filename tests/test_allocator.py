@@ -225,3 +225,12 @@ def test_training_events_layout():
     # zero_grad; step 2: grad 100 and temporary 10 on params + state: 50 + 100 + 100 + 10 = 260
     assert replay(evs).requested_peak_bytes == 260
     assert evs[-1] == ("f", (("fb", 1), 0))  # the last step ends with zero_grad freeing the gradient
+
+
+def test_replay_under_a_limit_fits_or_counts_an_oom():
+    spec, prec = resolve_model("tiny-llama"), resolve_precision("fp32")
+    e = est.estimate_step(spec, prec, "sgdsai", 2, 16, alloc_conf="")
+    roomy = at.replay_under_limit(spec, prec, "sgdsai", 2, 16, e.reserved_peak_bytes, alloc_conf="")
+    assert roomy.ooms == 0 and roomy.reserved_peak_bytes == e.reserved_peak_bytes
+    tight = at.replay_under_limit(spec, prec, "sgdsai", 2, 16, e.peak_bytes // 2, alloc_conf="")
+    assert tight.ooms > 0

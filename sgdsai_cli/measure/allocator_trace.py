@@ -228,3 +228,24 @@ def predict_step_reserved(model_spec, precision, fb, st, alloc_conf: str | None 
     config = config_from_env() if alloc_conf is None else parse_alloc_conf(alloc_conf)
     return predict_reserved(list(param_storage_sizes(model_spec, precision)), fb.events, fb.traced_layers,
                             fb.layers, list(st.first_events), list(st.steady_events), config)
+
+
+def replay_under_limit(model_spec, precision, optimizer: str, batch_size: int, seq_len: int,
+                       memory_limit_bytes: int, alloc_conf: str | None = None) -> ReplayResult:
+    """The same run replayed with the allocator limited to ``memory_limit_bytes`` (card minus context).
+
+    Under the limit a segment that does not fit makes the model release every cached unsplit
+    segment and retry, as torch does before raising an out-of-memory (``release_cached_blocks``);
+    ``ooms`` > 0 says the step would not fit even then. This is the tighter fit test: it can accept
+    a batch whose unlimited reserved peak (``reserved_peak_bytes``) is above the limit, because the
+    real allocator gives cached memory back under pressure.
+    """
+    from sgdsai_cli.measure import estimate as est
+
+    fb = est.trace_forward_backward(model_spec, precision, batch_size, seq_len)
+    st = est.trace_step(model_spec, precision, optimizer)
+    config = config_from_env() if alloc_conf is None else parse_alloc_conf(alloc_conf)
+    ext = extend_events(fb.events, fb.traced_layers, fb.layers)
+    events = training_events(list(param_storage_sizes(model_spec, precision)), ext.events,
+                             list(st.first_events), list(st.steady_events))
+    return replay(events, config, memory_limit_bytes)
