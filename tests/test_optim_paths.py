@@ -380,3 +380,26 @@ def test_cuda_auto_choice(shapes, dtype, expected):
     opt = SGDSaI(params)
     opt.step()
     assert opt.impl_used == (expected if expected != "compiled" or triton_kernel.has_triton() else "fused")
+
+
+@pytest.mark.gpu
+@cuda
+@pytest.mark.skipif(not triton_kernel.has_triton(), reason="needs triton")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cuda_auto_takes_one_multi_tensor_launch_for_small_tensors(dtype):
+    """gpt2-like small tensors: auto runs the multi-tensor kernel (one table per group), same result."""
+    ref = _params(shapes=_shapes())
+    ours = [nn.Parameter(p.detach().to("cuda", dtype)) for p in _params(shapes=_shapes())]
+    _run(ref, 3, impl="loop")
+    KERNELS.multi_tables.clear()
+    opt = SGDSaI(ours)
+    gen = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        for p in ours:
+            p.grad = (torch.randn(p.shape, generator=gen) * 1e-2 + 1e-3).to("cuda", dtype)
+        opt.step()
+    assert opt.impl_used == "compiled" and opt.impl_tensors == {"compiled": len(ours)}
+    assert len(KERNELS.multi_tables) == 2  # the first (direct) step's group and the steady one
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == torch.float32 else {"rtol": 2e-2, "atol": 2e-2}
+    for a, b in zip(ref, ours, strict=True):
+        torch.testing.assert_close(b.float().cpu(), a.detach(), **tol)

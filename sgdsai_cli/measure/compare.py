@@ -14,7 +14,8 @@ import dataclasses
 from sgdsai_cli.results import MemoryResult, ProfileSpec, RunResult
 
 ESTIMATE_COMPONENTS = ("param_bytes", "grad_bytes", "state_bytes", "activation_peak_bytes",
-                       "forward_backward_peak_bytes", "step_transient_bytes", "peak_bytes")
+                       "forward_backward_peak_bytes", "step_transient_bytes", "peak_bytes",
+                       "reserved_peak_bytes")  # the last: the allocator model against the CUDA reserved peak
 
 
 def estimate_name(optimizer: str, impl: str | None) -> str:
@@ -35,6 +36,7 @@ def _components(mem: MemoryResult) -> dict[str, int]:
                                        "step_transient_bytes")}
     d["peak_bytes"] = mem.estimated_peak_bytes
     d["forward_backward_peak_bytes"] = mem.details.get("forward_backward_peak_bytes")
+    d["reserved_peak_bytes"] = mem.details.get("reserved_peak_bytes")
     return {k: v for k, v in d.items() if v is not None}
 
 
@@ -58,6 +60,7 @@ def measured_components(mem: MemoryResult) -> dict[str, int | None]:
         "forward_backward_peak_bytes": mem.details.get("forward_backward_peak_bytes"),
         "step_transient_bytes": mem.step_transient_bytes,
         "peak_bytes": mem.peak_allocated_bytes,
+        "reserved_peak_bytes": mem.peak_reserved_bytes,
     }
 
 

@@ -72,8 +72,8 @@ class _SegmentTracker(LiveTracker):
     per allocating segment, the bytes freed in it.
     """
 
-    def __init__(self) -> None:
-        super().__init__()
+    def __init__(self, record_events: bool = False) -> None:
+        super().__init__(record_events)
         self.grad_bytes = 0
         self.act_peak = 0
         self.segments: list[_Segment] = []
@@ -100,6 +100,8 @@ class _SegmentTracker(LiveTracker):
         seg = self._seg
         seg.end_live, seg.end_act = self.live, self.live - self.grad_bytes
         self.segments.append(seg)
+        if self.events is not None:
+            self.events.append(("m", label))
         act = self.live - self.grad_bytes
         self._seg = _Segment(label, self.live, act, self.live, act)
 
@@ -118,6 +120,7 @@ class ForwardBackwardTrace:
     traced_layers: int  # blocks actually traced (TRACE_DEPTH for deeper models)
     ops: int  # ops dispatched in the trace
     seconds: float
+    events: tuple | None = None  # the trace's allocations, frees and markers (allocator_trace)
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,8 @@ class StepTrace:
     step_transient_bytes: int
     scalar_reads: int  # Tensor.item() calls answered with 1 (see SymbolicScalars)
     seconds: float
+    first_events: tuple = ()  # allocations and frees of the first and a steady step (allocator_trace)
+    steady_events: tuple = ()
 
 
 @dataclass
@@ -150,6 +155,7 @@ class StepEstimate:
     step_transient_bytes: int
     peak_bytes: int
     details: dict = field(default_factory=dict)
+    reserved_peak_bytes: int | None = None  # CUDA caching allocator's reserved at the peak (allocator model)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -203,7 +209,7 @@ def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int
     spec = with_depth(model_spec, depth) if depth != model_depth(model_spec) else model_spec
     fake_mode = _fake_mode()
     model = _build_fake(spec, precision.param_dtype, fake_mode)
-    tracker = _SegmentTracker()
+    tracker = _SegmentTracker(record_events=True)
     handles = []
     counted: set[int] = set()
 
@@ -292,6 +298,7 @@ def trace_forward_backward(model_spec, precision: Precision, batch_size: int, se
         traced_layers=depth,
         ops=tracker.ops,
         seconds=time.perf_counter() - t0,
+        events=tuple(tracker.events),
     )
 
 
@@ -326,11 +333,11 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
         opt, _ = build_optimizer(optimizer, model.parameters())
         impl = use_cuda_default_path(opt)
         scalars = SymbolicScalars()
-        first = LiveTracker()
+        first = LiveTracker(record_events=True)
         with first:
             symbolic_step(opt, scalars)
         state_bytes = unique_bytes(state_tensors(opt))
-        steady = LiveTracker()
+        steady = LiveTracker(record_events=True)
         with steady:
             symbolic_step(opt, scalars)
     del opt
@@ -343,16 +350,28 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
         step_transient_bytes=transient,
         scalar_reads=scalars.reads,
         seconds=time.perf_counter() - t0,
+        first_events=tuple(first.events),
+        steady_events=tuple(steady.events),
     )
 
 
-def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: int, seq_len: int) -> StepEstimate:
-    """Estimate one steady-state training step of ``optimizer`` (see the module docstring)."""
+def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: int, seq_len: int,
+                  alloc_conf: str | None = None) -> StepEstimate:
+    """Estimate one steady-state training step of ``optimizer`` (see the module docstring).
+
+    ``reserved_peak_bytes``: the CUDA caching allocator's reserved bytes at the peak, from a replay of
+    three training steps through ``allocator.CachingAllocatorModel`` configured by ``alloc_conf``
+    (a ``PYTORCH_CUDA_ALLOC_CONF`` string; None: the variable of this process). ``details["allocator"]``
+    says how (config, fragmentation, depth extension).
+    """
     fb = trace_forward_backward(model_spec, precision, batch_size, seq_len)
     st = trace_step(model_spec, precision, optimizer)
     params = param_bytes(model_spec, precision)
     grad_bytes = params
     peak = params + st.state_bytes + max(fb.forward_backward_peak_bytes, grad_bytes + st.step_transient_bytes)
+    from sgdsai_cli.measure.allocator_trace import predict_step_reserved
+
+    reserved = predict_step_reserved(model_spec, precision, fb, st, alloc_conf)
     return StepEstimate(
         optimizer=optimizer,
         impl=st.impl,
@@ -373,8 +392,12 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
             "traced_layers": fb.traced_layers,
             "trace_ops": fb.ops,
             "trace_seconds": round(fb.seconds + st.seconds, 3),
+            "reserved_peak_bytes": reserved.replay.reserved_peak_bytes,
+            "allocator": reserved.details(),
         },
+        reserved_peak_bytes=reserved.replay.reserved_peak_bytes,
     )
+
 
 
 @functools.lru_cache(maxsize=64)

@@ -15,6 +15,11 @@ not counted.
 The same tracker serves the fake-tensor estimate (on fake tensors, which have storages but no
 data), the real CPU runs and the tests. Subclasses that want to know more (the estimate's
 segments) override ``allocated`` and ``freed``.
+
+``LiveTracker(record_events=True)`` also keeps the ordered allocations and frees in ``events``
+(``("a", key, nbytes)`` and ``("f", key)``, ``key`` a sequence number of the tracker; frees are
+recorded while the mode is active only) for the caching-allocator model (``measure.allocator``).
+Off by default: nothing is kept and nothing slows.
 """
 
 from __future__ import annotations
@@ -38,8 +43,9 @@ def _storage(t) -> torch.UntypedStorage | None:
 class LiveTracker(TorchDispatchMode):
     """Bytes of the storages allocated while active and still alive (``live``), their ``peak``."""
 
-    def __init__(self) -> None:
+    def __init__(self, record_events: bool = False) -> None:
         super().__init__()
+        self.events: list[tuple] | None = [] if record_events else None
         self.live = 0
         self.peak = 0
         self.ops = 0
@@ -89,14 +95,20 @@ class LiveTracker(TorchDispatchMode):
         self.live += nbytes
         self.peak = max(self.peak, self.live)
         tag = self.allocated(nbytes)
-        self._refs[key] = weakref.ref(storage, self._on_free(key, nbytes, tag))
+        seq = None
+        if self.events is not None:
+            seq = len(self.events)
+            self.events.append(("a", seq, nbytes))
+        self._refs[key] = weakref.ref(storage, self._on_free(key, nbytes, tag, seq))
 
-    def _on_free(self, key: int, nbytes: int, tag):
+    def _on_free(self, key: int, nbytes: int, tag, seq: int | None = None):
         def callback(ref) -> None:
             if self._refs.get(key) is ref:
                 del self._refs[key]
                 self.live -= nbytes
                 self.freed(nbytes, tag)
+                if seq is not None and self.active:
+                    self.events.append(("f", seq))
 
         return callback
 

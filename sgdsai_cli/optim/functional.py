@@ -10,10 +10,12 @@ with ``s = scales[i]`` (the tensor's g-SNR, a host float) and ``decay = 1 - lr*w
 returns how many tensors each path updated. No path allocates anything. Paths:
 
     compiled  one pass per tensor (read theta, g, m; write theta, m: 20 bytes per fp32 parameter).
-              CPU: the C kernel, every tensor of a dtype in one call. CUDA: the Triton kernel for
-              tensors of ``TRITON_MIN_NUMEL`` elements or more; the smaller ones go through the
-              foreach ops, by design (a launch would cost more than their update), and count as
-              compiled.
+              CPU: the C kernel, every tensor of a dtype in one call. CUDA: the multi-tensor
+              Triton kernel, every tensor of a dtype in one launch over a packed device table of
+              pointers, sizes and steps (``triton_kernel.run_triton_multi``; the table is made at
+              the first step and rewritten in place, so a step allocates nothing). Where that
+              kernel cannot run: the per-tensor Triton kernel for tensors of ``TRITON_MIN_NUMEL``
+              elements or more, the foreach ops for the smaller ones (counted as compiled).
     fused     decay by one foreach mul, then torch's fused SGD per tensor with dampening = momentum,
               which is exactly the EMA form: 28 bytes per parameter.
     foreach   multi-tensor lerp for the momentum, then mul and lerp with one scalar per tensor:
@@ -34,7 +36,8 @@ import torch
 from torch import Tensor
 
 from sgdsai_cli.optim.c_kernel import cpu_kernel
-from sgdsai_cli.optim.triton_kernel import run_triton
+from sgdsai_cli.optim.triton_kernel import DTYPES as TRITON_DTYPES
+from sgdsai_cli.optim.triton_kernel import multi_accepts, multi_ready, run_triton, run_triton_multi
 
 # On CUDA a kernel launch per tensor costs more than a small tensor's update: tensors below this
 # many elements go through the foreach ops (three multi-tensor launches for all of them).
@@ -149,6 +152,37 @@ def _fused(params, grads, bufs, scales, lr, mu, decay) -> list[int]:
 def _compiled(params, grads, bufs, scales, lr, mu, decay) -> list[int]:
     if params[0].device.type == "cpu":
         return _compiled_cpu(params, grads, bufs, scales, lr, mu, decay)
+    if params[0].device.type == "cuda":
+        return _compiled_multi(params, grads, bufs, scales, lr, mu, decay)
+    return list(range(len(params)))
+
+
+def _compiled_multi(params, grads, bufs, scales, lr, mu, decay) -> list[int]:
+    """Every tensor of a dtype in one Triton launch; what it cannot take goes the per-tensor way."""
+    device = params[0].device
+
+    def ok(p, g, buf):
+        return (p.device == device and p.dtype in TRITON_DTYPES and kernel_accepts(p, g, buf)
+                and multi_accepts(p, g, buf))
+
+    taken, other = _accepted(params, grads, bufs, ok)
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i in taken:
+        if params[i].numel():
+            by_dtype.setdefault(params[i].dtype, []).append(i)
+    for dtype, idx in by_dtype.items():
+        ps, gs, ms, ss = _pick((params, grads, bufs, scales), idx)
+        if not (multi_ready(device, (dtype,)) and run_triton_multi(ps, gs, ms, [lr * s for s in ss],
+                                                                   mu if ms is not None else 0.0, decay)):
+            other += idx
+    if not other:
+        return []
+    other.sort()
+    refused = _compiled_per_tensor(*_pick((params, grads, bufs, scales), other), lr, mu, decay)
+    return [other[i] for i in refused]
+
+
+def _compiled_per_tensor(params, grads, bufs, scales, lr, mu, decay) -> list[int]:
     small = [i for i, p in enumerate(params) if p.device.type == "cuda" and p.numel() < TRITON_MIN_NUMEL]
     if small:
         _foreach(*_pick((params, grads, bufs, scales), small), lr, mu, decay)

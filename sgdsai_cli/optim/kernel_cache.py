@@ -1,9 +1,10 @@
 """The one piece of mutable module state in ``sgdsai_cli.optim``: what the kernels built or found.
 
 ``KERNELS`` remembers, for the life of the process, the CPU kernel library (or why it could not be
-built), whether Triton imported and its jitted kernel, and which (device, dtype) pairs passed the
-Triton self-check. Everything else in the package is constants. Tests swap fields of ``KERNELS``
-with ``monkeypatch.setattr`` to act as if a compiler or Triton were missing.
+built), whether Triton imported and its jitted kernels, which (device, dtype) pairs passed their
+self-checks, and the multi-tensor kernel's device tables per group of tensors. Everything else in
+the package is constants. Tests swap fields of ``KERNELS`` with ``monkeypatch.setattr`` to act as if
+a compiler or Triton were missing.
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ class KernelCache:
     triton: Any = None  # (triton module, jitted kernel)
     triton_tried: bool = False
     triton_ready: dict = field(default_factory=dict)  # (device, dtype) -> the self-check passed
+    multi: Any = None  # (triton module, jitted multi-tensor kernel)
+    multi_tried: bool = False
+    multi_ready: dict = field(default_factory=dict)  # (device, dtype) -> its self-check passed
+    multi_tables: dict = field(default_factory=dict)  # a tensor group's key -> its device tables
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
 

@@ -23,7 +23,10 @@ FALLBACK = ("compiled", "fused", "foreach", "loop")
 # Measured on one H100 (torch 2.11, Triton 3.6; ratios to fused AdamW): llama2-7b layer shapes
 # (mean 22M elements a tensor): compiled 0.66 in fp32 and 0.62 in bf16, foreach 1.10 and 0.97;
 # gpt2 shapes (mean 0.84M): compiled 0.93-1.22 (launch-bound: one Triton launch per tensor),
-# foreach 0.95-1.00. So on CUDA "auto" compiles only models with large tensors.
+# foreach 0.95-1.00. With one launch per tensor, "auto" compiled only models with large tensors
+# (CUDA_COMPILED_MEAN_NUMEL); the multi-tensor kernel (one launch per dtype for all tensors) removes
+# the launch cost, so "auto" now compiles on CUDA at every size where it runs. Its gpt2 ratio is not
+# yet measured on a GPU: scripts/gpu-allocator-multi.sh measures it.
 CUDA_COMPILED_MEAN_NUMEL = 1 << 22
 _FUSED_DTYPES = {"cpu": {torch.float32, torch.float64},
                  "cuda": {torch.float32, torch.float64, torch.float16, torch.bfloat16}}
@@ -38,7 +41,7 @@ def choose_impl(requested: str, params: list[Tensor], *, build: bool) -> str:
     """
     first = requested
     if first == "auto":
-        first = "compiled" if _compiled_pays(params) else "foreach"
+        first = "compiled" if _compiled_pays(params, build=build) else "foreach"
     for impl in FALLBACK[FALLBACK.index(first):]:
         if not impl_available(impl, params, build=build):
             continue
@@ -75,10 +78,14 @@ def _cpu_kernel_available(dtypes: set, *, build: bool) -> bool:
     return kernel is not None and all(kernel.supports(dt) for dt in dtypes)
 
 
-def _compiled_pays(params: list[Tensor]) -> bool:
+def _compiled_pays(params: list[Tensor], *, build: bool) -> bool:
     """Whether "auto" should try the compiled path first for these tensors."""
     if not params or params[0].device.type != "cuda":
         return True  # CPU: the one-pass C kernel wins at every size measured
+    dtypes = {p.dtype for p in params}
+    if dtypes <= set(triton_kernel.DTYPES) and (
+            triton_kernel.multi_ready(params[0].device, dtypes) if build else triton_kernel.has_triton()):
+        return True  # one launch for every tensor: no launch-bound small-tensor case
     return sum(p.numel() for p in params) / len(params) >= CUDA_COMPILED_MEAN_NUMEL
 
 
