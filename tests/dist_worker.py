@@ -237,8 +237,11 @@ def measured_bytes(mesh) -> dict:
 
 
 if __name__ == "__main__":
+    import traceback
+
     torch.set_num_threads(1)
     dist.init_process_group("gloo", timeout=timedelta(seconds=60))
+    code = 1
     try:
         res = main(sys.argv[1], sys.argv[2], sys.argv[3])
         if dist.get_rank() == 0:
@@ -247,5 +250,16 @@ if __name__ == "__main__":
         # every rank's shard sizes (rank 0's alone would hide the empty shards)
         with open(os.path.join(sys.argv[2], f"rank{dist.get_rank()}.json"), "w") as f:
             json.dump(res.get("fsdp2", {}).get("local_numel", {}), f)
+        dist.barrier()  # no rank tears its group down while another still talks to it
+        code = 0
+    except BaseException:
+        traceback.print_exc()
     finally:
-        dist.destroy_process_group()
+        try:
+            dist.destroy_process_group()
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            # skip interpreter teardown: gloo's and DCP's threads can abort it ("terminate called without an
+            # active exception") after all the work is done and written
+            os._exit(code)
