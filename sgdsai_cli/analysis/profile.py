@@ -31,7 +31,7 @@ DEFAULT_SEQ_LEN = 512  # tokens; a model with a shorter context uses its whole c
 class ProfileRequest:
     """What to profile; every default is defined here and nowhere else (the CLI shows these)."""
 
-    model: str | None = None  # a preset name or a config.json path
+    model: Any = None  # a preset name, a config.json path / folder / cached hub id, "module:factory", or a callable
     precision: str = "fp32"  # fp32, bf16, fp16, amp-bf16, amp-fp16
     device: str = "auto"  # auto (first CUDA device, else meta), meta, cpu, cuda, cuda:N
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
@@ -42,6 +42,7 @@ class ProfileRequest:
     sample_interval_ms: float = 10.0  # real runs: memory sampling period
     seed: int = 0
     snapshot: bool = False  # real CUDA runs: a memory snapshot per optimizer (needs out_dir)
+    attn_implementation: str | None = None  # transformers models: sdpa (None: the default), eager, flash_attention_2
 
     def merged(self, overrides: dict[str, Any]) -> ProfileRequest:
         """This request with the non-None entries of ``overrides`` (known fields only)."""
@@ -122,7 +123,7 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
 
     if request.model is None:
         raise BadInput("no model given (a preset name such as llama2-7b, or a config.json path)", field="model")
-    model_spec = resolve_model(request.model)
+    model_spec = resolve_model(request.model, attn_implementation=request.attn_implementation)
     precision = resolve_precision(request.precision)
     if not request.optimizers:
         raise BadInput("no optimizers to profile", field="optimizers")
@@ -140,8 +141,13 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
             or interval <= 0:
         raise BadInput(f"bad sample_interval_ms {interval!r} (must be greater than zero)",
                        field="sample_interval_ms", value=interval)
-    make_batch(model_spec, request.batch_size, seq_len, device="meta")  # shape errors (seq_len > positions) now
+    if model_spec.family != "factory":  # a factory's batch needs its model: checked when it is built
+        make_batch(model_spec, request.batch_size, seq_len, device="meta")  # shape errors (seq_len > positions) now
     device = str(resolve_device(request.device, auto="meta"))
+    if device != "meta":
+        from sgdsai_cli.models import check_reimportable
+
+        check_reimportable(model_spec)  # a real run builds the model again in its child process
     spec = ProfileSpec(model=model_spec.name, precision=precision.name, device=device,
                        batch_size=request.batch_size, seq_len=seq_len, warmup=request.warmup,
                        steps=request.steps, seed=request.seed)
@@ -151,6 +157,10 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
 def default_seq_len(model_spec) -> int:
     """DEFAULT_SEQ_LEN, or the model's whole context when it is shorter."""
     positions = getattr(model_spec.config, "n_positions", None)
+    if model_spec.family == "hf":
+        from sgdsai_cli.models import max_positions
+
+        positions = max_positions(model_spec)
     return min(DEFAULT_SEQ_LEN, positions) if positions else DEFAULT_SEQ_LEN
 
 

@@ -59,6 +59,9 @@ def profile_command(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print where the time went."),
     spec_file: Path = typer.Option(None, "--profile", metavar="FILE.toml", show_default=False,
                                    help="TOML run spec; command-line options override it."),
+    attn_implementation: str = typer.Option(None, "--attn-implementation", metavar="A", show_default=False,
+                                            help="transformers models: sdpa, eager or flash_attention_2. "
+                                                 "[default: sdpa]"),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
     from sgdsai_cli.analysis.profile import prepare_profile, run_profile
@@ -84,15 +87,17 @@ def profile_command(
         "warmup": opt.optional(opt.parse_int, "--warmup", warmup, 0),
         "steps": opt.optional(opt.parse_int, "--steps", steps),
         "sample_interval_ms": opt.optional(opt.parse_positive, "--sample-interval-ms", sample_interval_ms),
+        "attn_implementation": attn_implementation,
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")
-    plan = prepare_profile(model, spec=spec, **options)
-    if not quiet:
-        say(plan.describe)
-    samples_dir = json_path.parent if (out is None and json_path is not None) else None
-    with progress_bar(quiet) as on_progress:
-        result = run_profile(plan, out_dir=out, samples_dir=samples_dir, on_progress=on_progress)
+    with _user_traceback(verbose):
+        plan = prepare_profile(model, spec=spec, **options)
+        if not quiet:
+            say(plan.describe)
+        samples_dir = json_path.parent if (out is None and json_path is not None) else None
+        with progress_bar(quiet) as on_progress:
+            result = run_profile(plan, out_dir=out, samples_dir=samples_dir, on_progress=on_progress)
     _write_outputs(result, json_path, out, quiet)
     _print(result, output_format, quiet)
     if verbose:
@@ -102,6 +107,22 @@ def profile_command(
         raise typer.Exit(130)
     if baseline_path is not None:
         _baseline(result, baseline_path, baseline_result, tol, update_baseline, quiet, output_format)
+
+
+class _user_traceback:
+    """With --verbose, an error raised in the user's own model code also prints its traceback (stderr)."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        detail = getattr(exc, "detail", None)
+        if self.verbose and isinstance(detail, str):
+            stderr().print(detail, markup=False, highlight=False, end="")
+        return False
 
 
 def _baseline_before_work(path, update: bool):

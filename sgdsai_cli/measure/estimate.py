@@ -32,11 +32,13 @@ records its start, its highest point and its net change of live bytes. The L-lay
 the same sequence with the middle segments (forward and backward of block 1) repeated L - 2
 times; a segment repeated n times with net change d peaks at ``start + rise + (n - 1) * max(d, 0)``.
 The tests check this against a full trace of deeper tiny models (equal to the byte).
+Only models whose blocks are all alike are extended (``models.depth_reducible``): a
+transformers model whose layers differ (``layer_types``, sliding/global alternation, dense and
+MoE blocks) and a user's factory model are traced at full depth.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -156,18 +158,17 @@ class StepEstimate:
 # building fake models
 
 
-def _layers_field(config) -> str:
-    return "n_layer" if hasattr(config, "n_layer") else "n_layers"
-
-
 def model_depth(model_spec) -> int:
-    return getattr(model_spec.config, _layers_field(model_spec.config))
+    from sgdsai_cli.models.depth import model_depth as depth
+
+    return depth(model_spec)
 
 
 def with_depth(model_spec, depth: int):
     """The same model with ``depth`` repeated blocks (everything else unchanged)."""
-    cfg = dataclasses.replace(model_spec.config, **{_layers_field(model_spec.config): depth})
-    return dataclasses.replace(model_spec, config=cfg, params=None)
+    from sgdsai_cli.models.depth import with_depth as rebuilt
+
+    return rebuilt(model_spec, depth)
 
 
 def _fake_mode():
@@ -217,29 +218,41 @@ def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int
     layers = models.decoder_layers(model)
     n = len(layers)
 
+    def first_tensor(args, kwargs):
+        """A block's hidden states: the first tensor argument (transformers passes it by keyword too)."""
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, torch.Tensor):
+                return a
+            if isinstance(a, (tuple, list)) and a and isinstance(a[0], torch.Tensor):
+                return a[0]
+        return None
+
     def pre_hook(k):
-        def hook(module, args):
+        def hook(module, args, kwargs):
             tracker.mark(f"F{k}")
-            if k == 0 and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
-                args[0].register_hook(lambda g: tracker.mark("post"))
+            x = first_tensor(args, kwargs)
+            if k == 0 and x is not None and x.requires_grad:
+                x.register_hook(lambda g: tracker.mark("post"))
 
         return hook
 
     def post_hook(k):
-        def hook(module, args, out):
+        def hook(module, args, kwargs, out):
             if k == n - 1:
                 tracker.mark("epi")
             # fires when the gradient of this block's output is complete, i.e. before its backward
-            out.register_hook(lambda g: tracker.mark(f"B{k}"))
+            y = first_tensor((out,), {})
+            if y is not None and y.requires_grad:
+                y.register_hook(lambda g: tracker.mark(f"B{k}"))
 
         return hook
 
     for k, layer in enumerate(layers):
-        handles.append(layer.register_forward_pre_hook(pre_hook(k)))
-        handles.append(layer.register_forward_hook(post_hook(k)))
+        handles.append(layer.register_forward_pre_hook(pre_hook(k), with_kwargs=True))
+        handles.append(layer.register_forward_hook(post_hook(k), with_kwargs=True))
     with fake_mode, tracker:
         tracker.mark("pre")
-        batch = models.make_batch(spec, batch_size, seq_len, device="cpu")
+        batch = models.make_batch(spec, batch_size, seq_len, device="cpu", model=model)
         with _autocast(precision):
             loss = models.training_loss(spec, model, batch)
             tracker.mark("exit")  # leaving autocast frees its cache of low-precision weight copies
@@ -280,9 +293,11 @@ def _extend(segments: list[_Segment], traced: int, layers: int) -> tuple[int, in
 def trace_forward_backward(model_spec, precision: Precision, batch_size: int, seq_len: int,
                            extrapolate: bool = True) -> ForwardBackwardTrace:
     """Exact forward + backward memory trace (see the module docstring); cached per arguments."""
+    from sgdsai_cli.models.depth import depth_reducible
+
     t0 = time.perf_counter()
     layers = model_depth(model_spec)
-    depth = min(layers, TRACE_DEPTH) if extrapolate else layers
+    depth = min(layers, TRACE_DEPTH) if extrapolate and depth_reducible(model_spec) else layers
     segments, tracker = _trace_model(model_spec, precision, batch_size, seq_len, depth)
     peak, act_peak = _extend(segments, depth, layers)
     return ForwardBackwardTrace(
@@ -373,8 +388,19 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
             "traced_layers": fb.traced_layers,
             "trace_ops": fb.ops,
             "trace_seconds": round(fb.seconds + st.seconds, 3),
+            **_routing(model_spec),
         },
     )
+
+
+def _routing(model_spec) -> dict:
+    """``{"moe_routing": how the estimate treats expert routing}`` for a mixture-of-experts model, else {}."""
+    if model_spec.family != "hf":
+        return {}
+    from sgdsai_cli.models import moe_note
+
+    note = moe_note(model_spec)
+    return {"moe_routing": note} if note else {}
 
 
 @functools.lru_cache(maxsize=64)

@@ -1,7 +1,10 @@
 """Llama 2 in plain PyTorch, in the Hugging Face layout (parameter names match its checkpoints).
 
 RMSNorm, rotary position embeddings (computed on the fly on the input's device: no buffers),
-SwiGLU MLP, grouped-query attention when ``n_kv_heads < n_heads``, no biases anywhere, and an
+SwiGLU MLP, grouped-query attention when ``n_kv_heads < n_heads`` (SDPA's ``enable_gqa``: k/v
+stay at their own head count, as transformers' sdpa attention passes them when there is no
+padding mask), a per-head width ``head_dim`` (hidden/heads unless the config says otherwise, as
+Gemma), biases where the config asks (``attention_bias`` on q/k/v/o, ``mlp_bias``), and an
 untied head unless the config ties it (then it is the embedding's own ``nn.Parameter``).
 """
 
@@ -47,39 +50,36 @@ class LlamaAttention(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
         self.n_heads, self.n_kv_heads = cfg.n_heads, cfg.n_kv_heads
-        self.head_dim = cfg.hidden_size // cfg.n_heads
+        self.head_dim = cfg.head_dim or cfg.hidden_size // cfg.n_heads
         self.rope_theta = cfg.rope_theta
+        q_dim = cfg.n_heads * self.head_dim
         kv_dim = cfg.n_kv_heads * self.head_dim  # 8 kv heads * 128 = 1024 for 70B
-        self.q_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
-        self.k_proj = nn.Linear(cfg.hidden_size, kv_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.hidden_size, kv_dim, bias=False)
-        self.o_proj = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=False)
+        bias = cfg.attention_bias
+        self.q_proj = nn.Linear(cfg.hidden_size, q_dim, bias=bias)
+        self.k_proj = nn.Linear(cfg.hidden_size, kv_dim, bias=bias)
+        self.v_proj = nn.Linear(cfg.hidden_size, kv_dim, bias=bias)
+        self.o_proj = nn.Linear(q_dim, cfg.hidden_size, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        B, S, D = x.shape
+        B, S, _ = x.shape
         # [B, S, D] -> [B, S, H, Dh] -> [B, H, S, Dh]; k and v have KV heads instead of H
         q = self.q_proj(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
         q, k = _rope(q, k, self.rope_theta)
         gqa = self.n_kv_heads != self.n_heads  # each kv head serves n_heads / n_kv_heads query heads
-        if gqa and q.dtype not in (torch.float16, torch.bfloat16):
-            # SDPA's enable_gqa runs only on the flash (half precision) and math kernels on CUDA; in
-            # fp32 it would fall back to math and keep a [B, H, S, S] score matrix, so copy k/v up
-            # to n_heads instead ([B, KV, S, Dh] -> [B, H, S, Dh]) and keep the memory-efficient kernel.
-            k = k.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-            v = v.repeat_interleave(self.n_heads // self.n_kv_heads, dim=1)
-            gqa = False
+        # k/v stay [B, KV, S, Dh], as transformers' sdpa attention passes them (enable_gqa, no mask)
         y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)  # [B, H, S, Dh]
-        return self.o_proj(y.transpose(1, 2).reshape(B, S, D))  # [B, H, S, Dh] -> [B, S, D]
+        return self.o_proj(y.transpose(1, 2).reshape(B, S, -1))  # [B, H, S, Dh] -> [B, S, H*Dh] -> [B, S, D]
 
 
 class LlamaMLP(nn.Module):
     def __init__(self, cfg: LlamaConfig):
         super().__init__()
-        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=False)
-        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=False)
+        bias = cfg.mlp_bias
+        self.gate_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=bias)
+        self.up_proj = nn.Linear(cfg.hidden_size, cfg.intermediate_size, bias=bias)
+        self.down_proj = nn.Linear(cfg.intermediate_size, cfg.hidden_size, bias=bias)
 
     def forward(self, x: Tensor) -> Tensor:  # SwiGLU: [B, S, h] -> 2 x [B, S, f] -> [B, S, h]
         return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))

@@ -20,7 +20,7 @@ class ViTAttention(nn.Module):
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         self.n_heads = cfg.n_heads
-        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)  # same count as HF's q, k, v
+        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size, bias=cfg.qkv_bias)  # same count as HF's q, k, v
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: Tensor) -> Tensor:
