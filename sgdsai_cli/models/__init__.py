@@ -5,7 +5,8 @@ style: one small module per piece, no `transformers`. Any other architecture is 
 class built from its config.json (family ``hf``: ``hf_model``, located by ``hf_source``), and a
 user's own ``nn.Module`` comes from a factory (family ``factory``: ``factory``). The native
 layouts follow the Hugging Face checkpoints (GPT-2, Llama 2) and timm (ViT) closely enough
-that the parameter counts are *exactly* the published ones; each preset carries that count as a golden number and the tests check the built model against it.
+that the parameter counts are *exactly* the published ones; each preset carries that count as a
+golden number and the tests check the built model against it.
 
     spec  = resolve_model("llama2-7b")          # a preset name, or a path to an HF config.json
     model = build_model(spec, device="meta")    # meta: shapes only, allocates nothing
