@@ -59,10 +59,12 @@ from sgdsai_cli.models.depth import depth_reducible, model_depth, with_depth
 from sgdsai_cli.models.factory import check_reimportable
 from sgdsai_cli.models.hf_config import MAX_LAYERS, load_config_spec
 from sgdsai_cli.models.hf_model import moe_note
+from sgdsai_cli.models.native_hf import as_transformers
 from sgdsai_cli.models.presets import PRESETS
 
 __all__ = [
     "BLOCK_TYPES",
+    "as_transformers",
     "FAMILIES",
     "MAX_LAYERS",
     "FactoryConfig",

@@ -58,8 +58,12 @@ def hf_spec(config: dict, name: str, attn_implementation: str | None = None) -> 
     cls = archs[0] if archs else (_VISION_DEFAULT if "image_size" in config else _TEXT_DEFAULT)
     spec = ModelSpec(name=name, family="hf", config=HFConfig(canonical_json(config), cls, attn), params=None)
     try:  # an unknown model_type or class, a bad field: refused now, not at build time
-        auto_config(spec.config)
-        _model_class(spec.config)
+        config = auto_config(spec.config)
+        model_cls = _model_class(spec.config)
+        wanted = getattr(model_cls, "config_class", None)
+        if isinstance(wanted, type) and not isinstance(config, wanted):
+            raise BadInput(f"field 'architectures' names {cls}, a {getattr(wanted, 'model_type', '?')} model, but "
+                           f"model_type is {config.model_type!r}", field="architectures", value=cls)
     except BadInput as e:
         raise BadInput(f"{name}: {e}", field=e.field, value=e.value) from None
     return spec

@@ -29,8 +29,10 @@ def cached_config(repo_id: str) -> str | None:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return None
-    try:
-        found = try_to_load_from_cache(repo_id, "config.json")
+    cache = os.environ.get("HF_HUB_CACHE") or os.path.join(
+        os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface"), "hub")
+    try:  # the cache folder read now (huggingface_hub reads the environment once, at import)
+        found = try_to_load_from_cache(repo_id, "config.json", cache_dir=cache)
     except Exception:  # an id huggingface_hub refuses (HFValidationError): not in the cache either
         return None
     return found if isinstance(found, str) and os.path.isfile(found) else None
