@@ -141,8 +141,7 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
             or interval <= 0:
         raise BadInput(f"bad sample_interval_ms {interval!r} (must be greater than zero)",
                        field="sample_interval_ms", value=interval)
-    if model_spec.family != "factory":  # a factory's batch needs its model: checked when it is built
-        make_batch(model_spec, request.batch_size, seq_len, device="meta")  # shape errors (seq_len > positions) now
+    make_batch(model_spec, request.batch_size, seq_len, device="meta")  # shape errors (seq_len > positions) now
     device = str(resolve_device(request.device, auto="meta"))
     if device != "meta":
         from sgdsai_cli.models import check_reimportable

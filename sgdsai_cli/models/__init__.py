@@ -37,6 +37,7 @@ where their config is), ``native_hf`` (a native model's config.json for transfor
 from sgdsai_cli.models.blocks import BLOCK_TYPES, block_type
 from sgdsai_cli.models.build import (
     _addressable,
+    batch_tensors,
     build_model,
     check_addressable,
     count_params,
@@ -65,6 +66,7 @@ from sgdsai_cli.models.presets import PRESETS
 __all__ = [
     "BLOCK_TYPES",
     "as_transformers",
+    "batch_tensors",
     "FAMILIES",
     "MAX_LAYERS",
     "FactoryConfig",

@@ -248,6 +248,17 @@ def training_loss(spec: ModelSpec, model: nn.Module, batch: tuple[Tensor, Tensor
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
 
 
+def batch_tensors(batch) -> list[Tensor]:
+    """The tensors of a batch: a tensor, or any nesting of tuples, lists and dicts of them (a factory's batch)."""
+    if isinstance(batch, Tensor):
+        return [batch]
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (tuple, list)):
+        return [t for item in batch for t in batch_tensors(item)]
+    return []
+
+
 def _positive(name: str, value) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
         raise BadInput(f"{name} must be a positive integer, got {value!r}", field=name, value=value)

@@ -93,13 +93,19 @@ def _load_file(path: str):
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise BadInput(f"{path}: cannot be imported as a Python file", field="model", value=path)
+    if name in sys.modules and getattr(sys.modules[name], "__file__", None) == path:
+        return sys.modules[name]  # imported once per process, as `import` does
     module = importlib.util.module_from_spec(spec)
     module.__sgdsai_file__ = True
+    sys.modules[name] = module  # as an import registers it (dataclasses, pickling and batch()/loss() lookup need it)
     folder = os.path.dirname(path)
     sys.path.insert(0, folder)  # the file's own imports of its neighbours, while it runs
     try:
         with user_code(path):
             spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(name, None)
+        raise
     finally:
         if sys.path and sys.path[0] == folder:
             del sys.path[0]
@@ -110,13 +116,13 @@ def _module_of(target: str):
     where = _TARGET.match(target).group("where")
     if where.endswith(".py"):
         return _load_file(where)
-    try:
-        with user_code(where):
+    with user_code(where):
+        try:
             return importlib.import_module(where)
-    except ModuleNotFoundError as e:
-        if e.name and where.startswith(e.name):
-            raise BadInput(f"{target}: no module named '{e.name}'", field="model", value=target) from None
-        raise
+        except ModuleNotFoundError as e:
+            if e.name and (where == e.name or where.startswith(e.name + ".")):  # the target itself, not its imports
+                raise BadInput(f"{target}: no module named '{e.name}'", field="model", value=target) from None
+            raise
 
 
 def load_target(target: str) -> Callable:
