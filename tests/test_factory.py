@@ -114,6 +114,7 @@ def test_module_target(tmp_path, monkeypatch):
     d = model_spec_to_dict(spec)
     assert d["config"] == {"target": "user_pkg_11a.nets:build"}
     back = model_spec_from_dict(json.loads(json.dumps(d)))
+    assert back == spec and hash(back) == hash(spec)
     assert models.count_params(models.build_model(back)) == models.count_params(models.build_model(spec))
     sys.modules.pop("user_pkg_11a.nets", None)
 

@@ -57,8 +57,8 @@ def factory_spec(model) -> ModelSpec:
     """The spec of a factory given as a target string or as the callable itself."""
     if isinstance(model, str):
         target = _absolute_target(model)
-        fn = load_target(target)
-        return ModelSpec(name=model, family="factory", config=FactoryConfig(target, fn), params=None)
+        load_target(target)  # a missing module, file or attribute: refused now (imported once, then cached)
+        return ModelSpec(name=model, family="factory", config=FactoryConfig(target), params=None)
     if not callable(model):
         raise BadInput(f"model must be a name, a path or a callable, got {type(model).__name__}", field="model")
     target = reimport_target(model)

@@ -106,10 +106,12 @@ def _model_class(cfg: HFConfig):
 
 def build_hf(spec: ModelSpec, device, dtype: torch.dtype) -> nn.Module:
     """transformers' model of ``spec`` on ``device`` in ``dtype``, in train mode."""
-    cfg = spec.config
-    config = auto_config(cfg)
-    cls = _model_class(cfg)
     import contextlib
+    import copy
+
+    cfg = spec.config
+    config = copy.deepcopy(auto_config(cfg))  # transformers writes dtype and attention choices into it
+    cls = _model_class(cfg)
 
     from transformers.initialization import no_init_weights
 
@@ -178,6 +180,10 @@ def hf_batch(spec: ModelSpec, batch_size: int, seq_len: int, device, generator=N
         labels = torch.randint(0, config.num_labels, labels_shape, generator=generator, device=gdev)
         return images.to(device), labels.to(device)
     shape = (batch_size, seq_len)
+    positions = getattr(config, "n_positions", None)  # a learned position table (gpt2-style): a hard limit
+    if isinstance(positions, int) and seq_len > positions:
+        raise BadInput(f"seq_len {seq_len} is longer than {spec.name}'s {positions} positions", field="seq_len",
+                       value=seq_len)
     check_addressable(f"a batch of {batch_size} x {seq_len} tokens", shape)
     if device.type == "meta":
         return (torch.empty(shape, dtype=torch.long, device=device),
@@ -198,8 +204,23 @@ def hf_loss(spec: ModelSpec, model: nn.Module, batch: tuple[Tensor, Tensor]) -> 
     inputs, labels = batch
     if _kind(spec) == "image":
         return model(pixel_values=inputs, labels=labels).loss
+    _check_fake_experts(spec, model, inputs)
     with _one_sequence_per_row(inputs):
         return model(input_ids=inputs, labels=labels, use_cache=False).loss
+
+
+def _check_fake_experts(spec: ModelSpec, model: nn.Module, inputs: Tensor) -> None:
+    """Over fake tensors, MoE experts need bf16 weights: torch's fake grouped_mm kernel takes bf16 only."""
+    from torch._subclasses.fake_tensor import is_fake
+
+    if not is_fake(inputs) or moe_note(spec) is None:
+        return
+    if (getattr(auto_config(spec.config), "_experts_implementation", None) or "grouped_mm") != "grouped_mm":
+        return
+    dtype = next((p.dtype for p in model.parameters() if p.ndim == 3), torch.bfloat16)  # the stacked experts
+    if dtype != torch.bfloat16:
+        raise RuntimeError(f"the MoE estimate needs bf16 expert weights (torch's fake grouped_mm kernel takes bf16 "
+                           f"only, these are {str(dtype).removeprefix('torch.')}): use --precision bf16")
 
 
 class _one_sequence_per_row:
