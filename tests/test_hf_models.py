@@ -147,6 +147,7 @@ def test_hub_id_from_the_local_cache(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     spec = models.resolve_model("acme/tiny-mistral")
     assert spec.family == "hf" and spec.config.model_class == "MistralForCausalLM"
+    assert spec.name == "acme/tiny-mistral"  # the id, not this machine's cache path
     with pytest.raises(BadInput) as e:
         models.resolve_model("acme/not-cached")
     assert "not a model in the local Hugging Face cache" in str(e.value) and "\n" not in str(e.value)

@@ -150,6 +150,8 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
     spec = ProfileSpec(model=model_spec.name, precision=precision.name, device=device,
                        batch_size=request.batch_size, seq_len=seq_len, warmup=request.warmup,
                        steps=request.steps, seed=request.seed)
+    if request.attn_implementation not in (None, "sdpa"):  # recorded, so a baseline re-runs the same attention
+        spec.extra["attn_implementation"] = request.attn_implementation
     return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot)
 
 

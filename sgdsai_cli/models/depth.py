@@ -27,9 +27,9 @@ def model_depth(spec: ModelSpec) -> int:
     from sgdsai_cli.models import hf_model
     from sgdsai_cli.models.build import build_model, decoder_layers
 
-    if spec.family == "hf":
+    if spec.family == "hf" and hf_model.hf_depth(spec) is not None:
         return hf_model.hf_depth(spec)
-    if spec.family == "factory":
+    if spec.family in ("hf", "factory"):
         return len(decoder_layers(build_model(spec, device="meta")))
     return getattr(spec.config, _layers_field(spec.config))
 
@@ -44,6 +44,8 @@ def depth_reducible(spec: ModelSpec) -> bool:
         return False
     if spec.family != "hf":
         return True
+    if hf_model.hf_depth(spec) is None:  # no top-level layer count to rebuild it with
+        return False
     if any(len(set(map(repr, v))) > 1 for v in hf_model.per_layer_lists(spec).values()):
         return False
     layers = decoder_layers(build_model(spec, device="meta"))

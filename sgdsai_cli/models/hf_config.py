@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
@@ -53,9 +54,11 @@ class NeedsTransformers(Exception):
 
 
 def read_config(where: str) -> tuple[str, dict]:
-    """(the config.json path as shown, its JSON object) for a file, a folder or a cached hub id."""
-    where = locate_config(str(where))
-    return where, _read_json_object(Path(where), where)
+    """(the name to show, its JSON object) for a file, a folder (``folder/config.json``) or a cached hub id
+    (the id itself: the cache path differs between machines)."""
+    path = locate_config(str(where))
+    shown = str(where) if path != str(where) and not os.path.isdir(str(where)) else path
+    return shown, _read_json_object(Path(path), shown)
 
 
 def load_config_spec(where: str, attn_implementation: str | None = None) -> ModelSpec:
@@ -93,9 +96,9 @@ def _read_json_object(path: Path, where: str) -> dict:
     """The JSON object in the file at ``path`` (shown as ``where``): a regular file of at most
     MAX_CONFIG_BYTES, checked before it is opened, so a FIFO or a device is refused, never read."""
     try:
-        raw = read_text_bounded(where, MAX_CONFIG_BYTES)
+        raw = read_text_bounded(str(path), MAX_CONFIG_BYTES)
     except BadInput as e:  # '<where>: no such file', ': not a regular file (it is a FIFO)', ...
-        raise BadInput(str(e), value=where) from None
+        raise BadInput(str(e).replace(str(path), where, 1), value=where) from None
     try:
         hf = json.loads(raw)
     except json.JSONDecodeError as e:

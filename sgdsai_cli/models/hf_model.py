@@ -255,8 +255,10 @@ class _one_sequence_per_row:
         return False
 
 
-def hf_depth(spec: ModelSpec) -> int:
-    return int(auto_config(spec.config).num_hidden_layers)
+def hf_depth(spec: ModelSpec) -> int | None:
+    """``num_hidden_layers`` of the config; None when it has none at the top (a composite model's sub-configs)."""
+    layers = getattr(auto_config(spec.config), "num_hidden_layers", None)
+    return layers if isinstance(layers, int) else None
 
 
 def hf_with_depth(spec: ModelSpec, depth: int) -> ModelSpec:
@@ -277,7 +279,7 @@ def hf_with_depth(spec: ModelSpec, depth: int) -> ModelSpec:
 def per_layer_lists(spec: ModelSpec) -> dict[str, list]:
     """The config's attributes that are one entry per layer (``layer_types``, ...), as transformers resolved them."""
     config = auto_config(spec.config)
-    layers = int(config.num_hidden_layers)
+    layers = hf_depth(spec)
     out = {}
     for k, v in vars(config).items():
         if isinstance(v, (list, tuple)) and len(v) == layers and k != "architectures":
