@@ -235,3 +235,22 @@ def test_real_cpu_run_of_a_transformers_model(tmp_path):
     assert run.status == "ok", run.error
     assert result.model.family == "hf"
     assert run.memory.state_bytes > 0
+
+
+@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
+def test_real_cpu_run_equals_the_estimate(tmp_path, precision):
+    """The live-tensor tracker of a real CPU step and the fake-tensor estimate see the same bytes
+    (so the estimate's no-packing answer for transformers' mask builder is what the real batch gives)."""
+    from sgdsai_cli.measure import worker
+    from sgdsai_cli.measure.job import Job
+    from sgdsai_cli.results import ProfileSpec
+
+    path = write(tmp_path, tiny("mistral", num_hidden_layers=2))
+    spec = ProfileSpec(model=path, precision=precision, device="cpu", batch_size=2, seq_len=16, warmup=3, steps=1)
+    model_spec = models.resolve_model(path)
+    run = worker.run_job(Job(spec, model_spec, "sgdsai", sample_interval_ms=5)).run
+    assert run.status == "ok", run.error
+    e = est.estimate_step(model_spec, resolve_precision(precision), "sgdsai", 2, 16)
+    assert run.memory.activation_peak_bytes == e.activation_peak_bytes
+    assert run.memory.peak_allocated_bytes == e.peak_bytes
+    assert e.details["buffer_bytes"] > 0  # the rotary inv_freq buffers count in the peak

@@ -22,7 +22,8 @@ What is reported (all bytes):
   ``_foreach_sqrt(exp_avg_sq)`` makes a full-size copy of the second moments (as large as all
   parameters); fused AdamW and SGDSaI allocate (almost) nothing.
 - ``peak_bytes``: the steady-state step's peak, gradients set to None by ``zero_grad()``:
-  ``params + state + max(forward_backward_peak, grads + step_transient)``.
+  ``params + buffers + state + max(forward_backward_peak, grads + step_transient)`` (buffers: a
+  transformers model's registered buffers, such as rotary ``inv_freq``; our own models have none).
 
 Depth: a model's repeated blocks (``models.decoder_layers``) are identical modules that run the
 same ops, so a model of L > 3 layers is traced at depth 3 only and the timeline is extended
@@ -366,8 +367,10 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
     fb = trace_forward_backward(model_spec, precision, batch_size, seq_len)
     st = trace_step(model_spec, precision, optimizer)
     params = param_bytes(model_spec, precision)
+    buffers = buffer_bytes(model_spec, precision)  # transformers' rotary inv_freq, position ids, ...: 0 for ours
     grad_bytes = params
-    peak = params + st.state_bytes + max(fb.forward_backward_peak_bytes, grad_bytes + st.step_transient_bytes)
+    peak = params + buffers + st.state_bytes + max(fb.forward_backward_peak_bytes,
+                                                   grad_bytes + st.step_transient_bytes)
     return StepEstimate(
         optimizer=optimizer,
         impl=st.impl,
@@ -388,6 +391,7 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
             "traced_layers": fb.traced_layers,
             "trace_ops": fb.ops,
             "trace_seconds": round(fb.seconds + st.seconds, 3),
+            **({"buffer_bytes": buffers} if buffers else {}),
             **_routing(model_spec),
         },
     )
@@ -401,6 +405,15 @@ def _routing(model_spec) -> dict:
 
     note = moe_note(model_spec)
     return {"moe_routing": note} if note else {}
+
+
+@functools.lru_cache(maxsize=64)
+def buffer_bytes(model_spec, precision: Precision) -> int:
+    """Bytes of the model's registered buffers (a meta build): part of its memory, not parameters."""
+    from sgdsai_cli import models
+
+    model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
+    return unique_bytes(model.buffers())
 
 
 @functools.lru_cache(maxsize=64)
