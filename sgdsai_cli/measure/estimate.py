@@ -364,6 +364,8 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
 
 def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: int, seq_len: int) -> StepEstimate:
     """Estimate one steady-state training step of ``optimizer`` (see the module docstring)."""
+    from sgdsai_cli.models import routing_details as models_routing
+
     fb = trace_forward_backward(model_spec, precision, batch_size, seq_len)
     st = trace_step(model_spec, precision, optimizer)
     params = param_bytes(model_spec, precision)
@@ -392,19 +394,9 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
             "trace_ops": fb.ops,
             "trace_seconds": round(fb.seconds + st.seconds, 3),
             **({"buffer_bytes": buffers} if buffers else {}),
-            **_routing(model_spec),
+            **models_routing(model_spec),
         },
     )
-
-
-def _routing(model_spec) -> dict:
-    """``{"moe_routing": how the estimate treats expert routing}`` for a mixture-of-experts model, else {}."""
-    if model_spec.family != "hf":
-        return {}
-    from sgdsai_cli.models import moe_note
-
-    note = moe_note(model_spec)
-    return {"moe_routing": note} if note else {}
 
 
 @functools.lru_cache(maxsize=64)

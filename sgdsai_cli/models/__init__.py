@@ -59,7 +59,7 @@ from sgdsai_cli.models.configs import (
 from sgdsai_cli.models.depth import depth_reducible, model_depth, with_depth
 from sgdsai_cli.models.factory import check_reimportable
 from sgdsai_cli.models.hf_config import MAX_LAYERS, load_config_spec
-from sgdsai_cli.models.hf_model import moe_note
+from sgdsai_cli.models.hf_model import moe_note, routing_details
 from sgdsai_cli.models.native_hf import as_transformers
 from sgdsai_cli.models.presets import PRESETS
 
@@ -90,6 +90,7 @@ __all__ = [
     "model_depth",
     "moe_note",
     "resolve_model",
+    "routing_details",
     "training_loss",
     "with_depth",
 ]

@@ -301,6 +301,12 @@ def moe_note(spec: ModelSpec) -> str | None:
             "so activations do not depend on how the router splits tokens (a per-expert loop would vary with it)")
 
 
+def routing_details(spec: ModelSpec) -> dict:
+    """``{"moe_routing": moe_note}`` for a mixture-of-experts transformers model, else {} (estimate details)."""
+    note = moe_note(spec) if spec.family == "hf" else None
+    return {"moe_routing": note} if note else {}
+
+
 def describe(spec: ModelSpec) -> str:
     d = json.loads(spec.config.config_json)
     return f"{spec.config.model_class} ({d.get('model_type')}, {spec.config.attn_implementation})"
