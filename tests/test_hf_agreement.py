@@ -41,3 +41,36 @@ def test_native_and_transformers_agree(name, precision):
     assert a.param_bytes == b.param_bytes
     assert a.activation_peak_bytes == pytest.approx(b.activation_peak_bytes, rel=0.01)
     assert a.peak_bytes == pytest.approx(b.peak_bytes, rel=0.01)
+
+
+LLAMA = {"model_type": "llama", "vocab_size": 256, "hidden_size": 64, "intermediate_size": 128, "num_hidden_layers": 4,
+         "num_attention_heads": 4, "num_key_value_heads": 2, "max_position_embeddings": 256}
+GPT2 = {"model_type": "gpt2", "vocab_size": 256, "n_positions": 128, "n_embd": 64, "n_layer": 4, "n_head": 4}
+VIT = {"model_type": "vit", "image_size": 32, "patch_size": 8, "hidden_size": 64, "num_hidden_layers": 4,
+       "num_attention_heads": 4, "intermediate_size": 128, "num_labels": 10}
+FIELDS = [
+    {**LLAMA, "head_dim": 32}, {**LLAMA, "attention_bias": True, "mlp_bias": True},
+    {**LLAMA, "tie_word_embeddings": True, "num_key_value_heads": 1},
+    {**GPT2, "activation_function": "gelu_pytorch_tanh", "attn_pdrop": 0.0}, {**GPT2, "activation_function": "relu",
+                                                                             "n_inner": 96, "embd_pdrop": 0.2},
+    {**GPT2, "tie_word_embeddings": False}, {**VIT, "qkv_bias": False},
+]
+
+
+@pytest.mark.parametrize("config", FIELDS, ids=[f"{c['model_type']}-{i}" for i, c in enumerate(FIELDS)])
+@pytest.mark.parametrize("precision", ["fp32", "amp-bf16"])
+def test_every_modelled_field_agrees(tmp_path, config, precision):
+    """Each config field the native builders model changes memory as transformers' model of it does."""
+    import json
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(config))
+    native = models.resolve_model(str(path))
+    assert native.family == config["model_type"]
+    hf = models.as_transformers(native)
+    p = resolve_precision(precision)
+    a = est.estimate_step(native, p, "adamw", 2, 64)
+    b = est.estimate_step(hf, p, "adamw", 2, 64)
+    assert a.param_bytes == b.param_bytes
+    assert a.activation_peak_bytes == pytest.approx(b.activation_peak_bytes, rel=0.01)
+    assert a.peak_bytes == pytest.approx(b.peak_bytes, rel=0.01)
