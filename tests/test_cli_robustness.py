@@ -128,7 +128,7 @@ DEEP = "[" * 100_000 + "]" * 100_000
     ({**GPT2, "vocab_size": 10**30}, "is too large to build: a tensor's size overflows 64 bits"),
     ({**GPT2, "n_positions": 10**20}, "is too large to build"),
     ({**LLAMA, "intermediate_size": 10**19}, "is too large to build"),
-    ({**LLAMA, "head_dim": {"a": 1}}, "field 'head_dim' a head_dim other than"),
+    ({**LLAMA, "head_dim": {"a": 1}}, "field 'head_dim' must be a positive integer"),
     ({**LLAMA, "attention_bias": "true"}, "field 'attention_bias' must be true or false"),
     ({**VIT, "qkv_bias": "no"}, "field 'qkv_bias' must be true or false"),
     ({**VIT, "image_size": 2**40, "patch_size": 2**20}, "is too large (more than 2**63 bytes)"),

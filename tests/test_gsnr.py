@@ -220,7 +220,7 @@ def test_analyse_other_families(model, optimizer, data_kind, check):
 def test_analyse_vit_block_types_single_step():
     doc = analyse("tiny-vit", device="cpu", steps="0", batch_size=2)
     kinds = {t["block_type"] for t in doc["tensors"]}
-    assert {"patch_embedding", "class_token", "position_embedding", "attn_qkv", "head"} <= kinds
+    assert {"patch_embedding", "class_token", "position_embedding", "attn_q", "attn_k", "attn_v", "head"} <= kinds
     assert doc["spec"]["seq_len"] is None
     assert doc["stability"]["max_rel_change"] is None  # one step only
 

@@ -359,7 +359,7 @@ def test_tied_llama_from_config_counts_head_once(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "labels,expected", [({"num_labels": 7}, 7), ({"id2label": {"0": "a", "1": "b"}}, 2), ({}, 1000)]
+    "labels,expected", [({"num_labels": 7}, 7), ({"id2label": {"0": "a", "1": "b"}}, 2), ({}, 2)]
 )
 def test_vit_num_classes(tmp_path, labels, expected):
     cfg = {k: v for k, v in hf_config("tiny-vit").items() if k != "id2label"}
@@ -382,7 +382,7 @@ def test_preset_names_are_case_insensitive():
 BAD_CONFIGS = [
     ("{not json", ["invalid JSON"]),
     ("[1, 2]", ["JSON object"]),
-    ({"model_type": "bert", "hidden_size": 8}, ["'bert'", "not supported"]),
+    ({"model_type": "no-such-arch", "hidden_size": 8}, ["'no-such-arch'", "not known to transformers"]),
     ({"hidden_size": 8}, ["'model_type'", "missing"]),
     ({**hf_config("tiny-llama"), "hidden_size": None}, ["'hidden_size'", "missing"]),
     ({**hf_config("tiny-llama"), "hidden_size": "64"}, ["'hidden_size'", "positive integer"]),
@@ -393,10 +393,11 @@ BAD_CONFIGS = [
     ({**hf_config("tiny-llama"), "num_key_value_heads": 3}, ["'num_key_value_heads'", "divisible"]),
     ({**hf_config("tiny-llama"), "rms_norm_eps": "x"}, ["'rms_norm_eps'"]),
     ({**hf_config("tiny-llama"), "tie_word_embeddings": "yes"}, ["'tie_word_embeddings'"]),
-    ({**hf_config("tiny-llama"), "attention_bias": True}, ["'attention_bias'", "not supported"]),
+    ({**hf_config("tiny-llama"), "attention_bias": "yes"}, ["'attention_bias'", "true or false"]),
     ({**hf_config("tiny-gpt2"), "n_layer": None}, ["'n_layer'", "missing"]),
     ({**hf_config("tiny-gpt2"), "n_head": 3}, ["'n_embd'", "divisible"]),
-    ({**hf_config("tiny-gpt2"), "n_inner": 100}, ["'n_inner'", "not supported"]),
+    ({**hf_config("tiny-gpt2"), "n_inner": "x"}, ["'n_inner'", "positive integer"]),
+    ({**hf_config("tiny-gpt2"), "attn_pdrop": 1.5}, ["'attn_pdrop'", "probability"]),
     ({**hf_config("tiny-vit"), "patch_size": 7}, ["'image_size'", "divisible"]),
     ({**hf_config("tiny-vit"), "image_size": [32, 32]}, ["'image_size'", "positive integer"]),
     ({**hf_config("tiny-vit"), "id2label": {}}, ["'id2label'"]),
@@ -438,7 +439,7 @@ def test_unreadable_config_file(tmp_path):
     [
         ({"hidden_size": "64"}, "hidden_size", "64"),
         ({"num_key_value_heads": 3}, "num_attention_heads", 4),
-        ({"attention_bias": True}, "attention_bias", True),
+        ({"attention_bias": "yes"}, "attention_bias", "yes"),
     ],
 )
 def test_config_errors_carry_field_and_value(tmp_path, edit, field, value):
@@ -497,7 +498,9 @@ def test_block_type_covers_every_parameter(name):
             "patch_embedding",
             "class_token",
             "position_embedding",
-            "attn_qkv",
+            "attn_q",
+            "attn_k",
+            "attn_v",
             "attn_out",
             "mlp_up",
             "mlp_down",

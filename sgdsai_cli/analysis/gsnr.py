@@ -176,6 +176,10 @@ def _check(model, device, precision, steps, optimizer, data, batch_size, seq_len
     from sgdsai_cli.models import check_addressable, max_positions, resolve_model
 
     spec = resolve_model(model)
+    if spec.family in ("hf", "factory"):  # its text corpus feeds our own token layout (targets shifted here)
+        what = "built by transformers" if spec.family == "hf" else "your own factory"
+        raise BadInput(f"gsnr trains the native models (presets, gpt2/llama/vit config.json); '{spec.name}' is {what}",
+                       field="model", value=spec.name)
     prec = resolve_precision(precision)
     resolve_optimizer(optimizer)
     step_list = parse_steps(steps)

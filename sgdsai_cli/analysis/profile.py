@@ -31,7 +31,7 @@ DEFAULT_SEQ_LEN = 512  # tokens; a model with a shorter context uses its whole c
 class ProfileRequest:
     """What to profile; every default is defined here and nowhere else (the CLI shows these)."""
 
-    model: str | None = None  # a preset name or a config.json path
+    model: Any = None  # a preset name, a config.json path / folder / cached hub id, "module:factory", or a callable
     precision: str = "fp32"  # fp32, bf16, fp16, amp-bf16, amp-fp16
     device: str = "auto"  # auto (first CUDA device, else meta), meta, cpu, cuda, cuda:N
     optimizers: tuple[str, ...] = DEFAULT_OPTIMIZERS
@@ -47,6 +47,7 @@ class ProfileRequest:
     world_size: int = 1  # ranks of the --parallel job
     shard_size: int | None = None  # ranks a tensor is sharded over (None: all; fewer: HSDP)
     reshard_after_forward: bool = True  # FSDP2 frees each block's gathered parameters after its forward
+    attn_implementation: str | None = None  # transformers models: sdpa (None: the default), eager, flash_attention_2
 
     def merged(self, overrides: dict[str, Any]) -> ProfileRequest:
         """This request with the non-None entries of ``overrides`` (known fields only)."""
@@ -152,7 +153,7 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
 
     if request.model is None:
         raise BadInput("no model given (a preset name such as llama2-7b, or a config.json path)", field="model")
-    model_spec = resolve_model(request.model)
+    model_spec = resolve_model(request.model, attn_implementation=request.attn_implementation)
     precision = resolve_precision(request.precision)
     if not request.optimizers:
         raise BadInput("no optimizers to profile", field="optimizers")
@@ -172,6 +173,10 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
                        field="sample_interval_ms", value=interval)
     make_batch(model_spec, request.batch_size, seq_len, device="meta")  # shape errors (seq_len > positions) now
     device = str(resolve_device(request.device, auto="meta"))
+    if device != "meta":
+        from sgdsai_cli.models import check_reimportable
+
+        check_reimportable(model_spec)  # a real run builds the model again in its child process
     spec = ProfileSpec(model=model_spec.name, precision=precision.name, device=device,
                        batch_size=request.batch_size, seq_len=seq_len, warmup=request.warmup,
                        steps=request.steps, seed=request.seed)
@@ -180,6 +185,8 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
                              or any(not c.isprintable() for c in name)):
         raise BadInput(f"bad name {name!r} (a non-empty printable text of at most 200 characters)",
                        field="name", value=name)
+    if request.attn_implementation not in (None, "sdpa"):  # recorded, so a baseline re-runs the same attention
+        spec.extra["attn_implementation"] = request.attn_implementation
     return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot,
                        name=name.strip() if name else None, parallel=_check_parallel(request, device))
 
@@ -204,6 +211,10 @@ def _check_parallel(request: ProfileRequest, device: str):
 def default_seq_len(model_spec) -> int:
     """DEFAULT_SEQ_LEN, or the model's whole context when it is shorter."""
     positions = getattr(model_spec.config, "n_positions", None)
+    if model_spec.family == "hf":
+        from sgdsai_cli.models import max_positions
+
+        positions = max_positions(model_spec)
     return min(DEFAULT_SEQ_LEN, positions) if positions else DEFAULT_SEQ_LEN
 
 

@@ -32,6 +32,7 @@ SPEC_KEYS: dict[str, tuple[type, ...]] = {
     "sample_interval_ms": (int, float),
     "tolerance": (str, int, float),
     "baseline": (str,),
+    "attn_implementation": (str,),
 }
 _TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", list: "a list"}
 

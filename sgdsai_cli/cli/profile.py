@@ -76,6 +76,9 @@ def profile_command(
     nproc: str = typer.Option(None, "--nproc", metavar="N", show_default=False,
                               help="--parallel fsdp2 on cpu/cuda: start N ranks here through torchrun "
                                    "(rank 0 writes the result)."),
+    attn_implementation: str = typer.Option(None, "--attn-implementation", metavar="A", show_default=False,
+                                            help="transformers models: sdpa, eager or flash_attention_2. "
+                                                 "[default: sdpa]"),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
     from sgdsai_cli.analysis.profile import prepare_profile, run_profile
@@ -117,20 +120,22 @@ def profile_command(
         "parallel": parallel, "reshard_after_forward": reshard_after_forward,
         "world_size": opt.optional(opt.parse_int, "--world-size", world_size),
         "shard_size": opt.optional(opt.parse_int, "--shard-size", shard_size),
+        "attn_implementation": attn_implementation,
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")
-    plan = prepare_profile(model, spec=spec, **options)
-    from sgdsai_cli.measure.parallel_real import launched_rank
+    with _user_traceback(verbose):
+        plan = prepare_profile(model, spec=spec, **options)
+        from sgdsai_cli.measure.parallel_real import launched_rank
 
-    if plan.parallel is not None and (launched_rank() or 0) > 0:
-        run_profile(plan)  # a torchrun rank other than 0: it trains and sends its rows to rank 0, silently
-        return
-    if not quiet:
-        say(plan.describe)
-    samples_dir = json_path.parent if (out is None and json_path is not None) else None
-    with progress_bar(quiet) as on_progress:
-        result = run_profile(plan, out_dir=out, samples_dir=samples_dir, on_progress=on_progress)
+        if plan.parallel is not None and (launched_rank() or 0) > 0:
+            run_profile(plan)  # a torchrun rank other than 0: it trains and sends its rows to rank 0, silently
+            return
+        if not quiet:
+            say(plan.describe)
+        samples_dir = json_path.parent if (out is None and json_path is not None) else None
+        with progress_bar(quiet) as on_progress:
+            result = run_profile(plan, out_dir=out, samples_dir=samples_dir, on_progress=on_progress)
     _write_outputs(result, json_path, out, quiet)
     _print(result, output_format, quiet)
     if verbose:
@@ -156,6 +161,22 @@ def _launch_ranks(n: int, parallel: str | None, device: str | None, args: list, 
     rc = launch_torchrun(argv, n)
     if rc:
         raise typer.Exit(rc)
+
+
+class _user_traceback:
+    """With --verbose, an error raised in the user's own model code also prints its traceback (stderr)."""
+
+    def __init__(self, verbose: bool):
+        self.verbose = verbose
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        detail = getattr(exc, "detail", None)
+        if self.verbose and isinstance(detail, str):
+            stderr().print(detail, markup=False, highlight=False, end="")
+        return False
 
 
 def _baseline_before_work(path, update: bool):

@@ -22,7 +22,8 @@ What is reported (all bytes):
   ``_foreach_sqrt(exp_avg_sq)`` makes a full-size copy of the second moments (as large as all
   parameters); fused AdamW and SGDSaI allocate (almost) nothing.
 - ``peak_bytes``: the steady-state step's peak, gradients set to None by ``zero_grad()``:
-  ``params + state + max(forward_backward_peak, grads + step_transient)``.
+  ``params + buffers + state + max(forward_backward_peak, grads + step_transient)`` (buffers: a
+  transformers model's registered buffers, such as rotary ``inv_freq``; our own models have none).
 
 Depth: a model's repeated blocks (``models.decoder_layers``) are identical modules that run the
 same ops, so a model of L > 3 layers is traced at depth 3 only and the timeline is extended
@@ -32,11 +33,13 @@ records its start, its highest point and its net change of live bytes. The L-lay
 the same sequence with the middle segments (forward and backward of block 1) repeated L - 2
 times; a segment repeated n times with net change d peaks at ``start + rise + (n - 1) * max(d, 0)``.
 The tests check this against a full trace of deeper tiny models (equal to the byte).
+Only models whose blocks are all alike are extended (``models.depth_reducible``): a
+transformers model whose layers differ (``layer_types``, sliding/global alternation, dense and
+MoE blocks) and a user's factory model are traced at full depth.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 from dataclasses import dataclass, field
@@ -162,18 +165,17 @@ class StepEstimate:
 # building fake models
 
 
-def _layers_field(config) -> str:
-    return "n_layer" if hasattr(config, "n_layer") else "n_layers"
-
-
 def model_depth(model_spec) -> int:
-    return getattr(model_spec.config, _layers_field(model_spec.config))
+    from sgdsai_cli.models.depth import model_depth as depth
+
+    return depth(model_spec)
 
 
 def with_depth(model_spec, depth: int):
     """The same model with ``depth`` repeated blocks (everything else unchanged)."""
-    cfg = dataclasses.replace(model_spec.config, **{_layers_field(model_spec.config): depth})
-    return dataclasses.replace(model_spec, config=cfg, params=None)
+    from sgdsai_cli.models.depth import with_depth as rebuilt
+
+    return rebuilt(model_spec, depth)
 
 
 def _fake_mode():
@@ -223,29 +225,41 @@ def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int
     layers = models.decoder_layers(model)
     n = len(layers)
 
+    def first_tensor(args, kwargs):
+        """A block's hidden states: the first tensor argument (transformers passes it by keyword too)."""
+        for a in (*args, *kwargs.values()):
+            if isinstance(a, torch.Tensor):
+                return a
+            if isinstance(a, (tuple, list)) and a and isinstance(a[0], torch.Tensor):
+                return a[0]
+        return None
+
     def pre_hook(k):
-        def hook(module, args):
+        def hook(module, args, kwargs):
             tracker.mark(f"F{k}")
-            if k == 0 and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
-                args[0].register_hook(lambda g: tracker.mark("post"))
+            x = first_tensor(args, kwargs)
+            if k == 0 and x is not None and x.requires_grad:
+                x.register_hook(lambda g: tracker.mark("post"))
 
         return hook
 
     def post_hook(k):
-        def hook(module, args, out):
+        def hook(module, args, kwargs, out):
             if k == n - 1:
                 tracker.mark("epi")
             # fires when the gradient of this block's output is complete, i.e. before its backward
-            out.register_hook(lambda g: tracker.mark(f"B{k}"))
+            y = first_tensor((out,), {})
+            if y is not None and y.requires_grad:
+                y.register_hook(lambda g: tracker.mark(f"B{k}"))
 
         return hook
 
     for k, layer in enumerate(layers):
-        handles.append(layer.register_forward_pre_hook(pre_hook(k)))
-        handles.append(layer.register_forward_hook(post_hook(k)))
+        handles.append(layer.register_forward_pre_hook(pre_hook(k), with_kwargs=True))
+        handles.append(layer.register_forward_hook(post_hook(k), with_kwargs=True))
     with fake_mode, tracker:
         tracker.mark("pre")
-        batch = models.make_batch(spec, batch_size, seq_len, device="cpu")
+        batch = models.make_batch(spec, batch_size, seq_len, device="cpu", model=model)
         with _autocast(precision):
             loss = models.training_loss(spec, model, batch)
             tracker.mark("exit")  # leaving autocast frees its cache of low-precision weight copies
@@ -286,9 +300,11 @@ def _extend(segments: list[_Segment], traced: int, layers: int) -> tuple[int, in
 def trace_forward_backward(model_spec, precision: Precision, batch_size: int, seq_len: int,
                            extrapolate: bool = True) -> ForwardBackwardTrace:
     """Exact forward + backward memory trace (see the module docstring); cached per arguments."""
+    from sgdsai_cli.models.depth import depth_reducible
+
     t0 = time.perf_counter()
     layers = model_depth(model_spec)
-    depth = min(layers, TRACE_DEPTH) if extrapolate else layers
+    depth = min(layers, TRACE_DEPTH) if extrapolate and depth_reducible(model_spec) else layers
     segments, tracker = _trace_model(model_spec, precision, batch_size, seq_len, depth)
     peak, act_peak = _extend(segments, depth, layers)
     return ForwardBackwardTrace(
@@ -364,11 +380,15 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
     (a ``PYTORCH_CUDA_ALLOC_CONF`` string; None: the variable of this process). ``details["allocator"]``
     says how (config, fragmentation, depth extension).
     """
+    from sgdsai_cli.models import routing_details as models_routing
+
     fb = trace_forward_backward(model_spec, precision, batch_size, seq_len)
     st = trace_step(model_spec, precision, optimizer)
     params = param_bytes(model_spec, precision)
+    buffers = buffer_bytes(model_spec, precision)  # transformers' rotary inv_freq, position ids, ...: 0 for ours
     grad_bytes = params
-    peak = params + st.state_bytes + max(fb.forward_backward_peak_bytes, grad_bytes + st.step_transient_bytes)
+    peak = params + buffers + st.state_bytes + max(fb.forward_backward_peak_bytes,
+                                                   grad_bytes + st.step_transient_bytes)
     from sgdsai_cli.measure.allocator_trace import predict_step_reserved
 
     reserved = predict_step_reserved(model_spec, precision, fb, st, alloc_conf)
@@ -394,10 +414,21 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
             "trace_seconds": round(fb.seconds + st.seconds, 3),
             "reserved_peak_bytes": reserved.replay.reserved_peak_bytes,
             "allocator": reserved.details(),
+            **({"buffer_bytes": buffers} if buffers else {}),
+            **models_routing(model_spec),
         },
         reserved_peak_bytes=reserved.replay.reserved_peak_bytes,
     )
 
+
+
+@functools.lru_cache(maxsize=64)
+def buffer_bytes(model_spec, precision: Precision) -> int:
+    """Bytes of the model's registered buffers (a meta build): part of its memory, not parameters."""
+    from sgdsai_cli import models
+
+    model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
+    return unique_bytes(model.buffers())
 
 
 @functools.lru_cache(maxsize=64)

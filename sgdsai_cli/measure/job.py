@@ -19,15 +19,23 @@ PROGRESS_PREFIX = "@sgdsai "
 
 
 def model_spec_to_dict(model_spec) -> dict[str, Any]:
-    return {"name": model_spec.name, "family": model_spec.family, "config": asdict(model_spec.config),
-            "params": model_spec.params}
+    """``{"name", "family", "config", "params"}``, JSON-able; ``config`` is everything that defines the model:
+    the native config's fields, a transformers model's ``{"config": config.json, "model_class",
+    "attn_implementation"}``, a factory's ``{"target"}`` (``"callable"`` instead when it cannot be imported again)."""
+    cfg = model_spec.config
+    config = cfg.to_dict() if model_spec.family in ("hf", "factory") else asdict(cfg)
+    return {"name": model_spec.name, "family": model_spec.family, "config": config, "params": model_spec.params}
 
 
 def model_spec_from_dict(d: dict[str, Any]):
+    """The inverse of ``model_spec_to_dict`` (a factory is imported again from its target when built)."""
     from sgdsai_cli import models
 
-    classes = {"gpt2": models.GPT2Config, "llama": models.LlamaConfig, "vit": models.ViTConfig}
-    return models.ModelSpec(d["name"], d["family"], classes[d["family"]](**d["config"]), d.get("params"))
+    classes = {"gpt2": models.GPT2Config, "llama": models.LlamaConfig, "vit": models.ViTConfig,
+               "hf": models.HFConfig.from_dict, "factory": models.FactoryConfig.from_dict}
+    make = classes[d["family"]]
+    config = make(d["config"]) if d["family"] in ("hf", "factory") else make(**d["config"])
+    return models.ModelSpec(d["name"], d["family"], config, d.get("params"))
 
 
 @dataclass
@@ -44,6 +52,9 @@ class Job:
     progress: bool = False  # emit progress lines on stdout
 
     def to_dict(self) -> dict[str, Any]:
+        from sgdsai_cli.models import check_reimportable
+
+        check_reimportable(self.model_spec)  # the child builds the model again from this dict
         return {"spec": self.spec.to_dict(), "model": model_spec_to_dict(self.model_spec),
                 "optimizer": self.optimizer, "sample_interval_ms": self.sample_interval_ms,
                 "sampler": self.sampler, "samples_csv": self.samples_csv, "snapshot_path": self.snapshot_path,

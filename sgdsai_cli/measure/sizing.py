@@ -123,6 +123,8 @@ def _add_estimate(run: RunResult, model_spec, spec: ProfileSpec, precision: Prec
     memory.step_transient_bytes = e.step_transient_bytes
     memory.estimated_peak_bytes = e.peak_bytes
     memory.details = {"forward_backward_peak_bytes": e.forward_backward_peak_bytes, **e.details}
+    if "moe_routing" in e.details:
+        run.add_note(e.details["moe_routing"])
 
 
 def size_profile(spec: ProfileSpec, model_spec, optimizers: list[str], *, estimate: bool = True,

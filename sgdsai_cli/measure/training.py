@@ -93,7 +93,7 @@ class TrainingRun:
     # -- setup ------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from sgdsai_cli.models import build_model, make_batch
+        from sgdsai_cli.models import batch_tensors, build_model, make_batch
         from sgdsai_cli.optim.registry import build_optimizer
 
         if self.is_cuda:
@@ -108,8 +108,9 @@ class TrainingRun:
         torch.manual_seed(self.spec.seed)
         self.model = build_model(self.model_spec, device=self.device, dtype=self.precision.param_dtype)
         gen = torch.Generator(device="cpu").manual_seed(self.spec.seed)
-        self.batch = make_batch(self.model_spec, self.spec.batch_size, self.spec.seq_len, self.device, generator=gen)
-        self.batch_bytes = unique_bytes(self.batch)
+        self.batch = make_batch(self.model_spec, self.spec.batch_size, self.spec.seq_len, self.device, generator=gen,
+                                model=self.model)
+        self.batch_bytes = unique_bytes(batch_tensors(self.batch))
         self.optimizer, self.impl = build_optimizer(self.job.optimizer, self.model.parameters())
 
     def _start_sampler(self) -> None:

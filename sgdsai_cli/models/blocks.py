@@ -105,12 +105,17 @@ def block_type(param_name: str, spec_family: str) -> tuple[str, int | None]:
     """
     parts = param_name.split(".")
     layer = next((int(p) for p in parts if p.isdigit()), None)
-    table = _NAME_TYPES.get(spec_family, {})
+    # a transformers or factory model: the names of whichever family's layout it follows (most decoders: llama's)
+    families = [spec_family] if spec_family in _NAME_TYPES else ["llama", "gpt2", "vit"]
     kind = "unknown"
-    for i in range(len(parts) - 1, -1, -1):  # innermost known module name wins
-        found = table.get(parts[i]) or _by_parent(spec_family, parts, i)
-        if found is not None:
-            kind = found
+    for family in families:
+        table = _NAME_TYPES[family]
+        for i in range(len(parts) - 1, -1, -1):  # innermost known module name wins
+            found = table.get(parts[i]) or _by_parent(family, parts, i)
+            if found is not None:
+                kind = found
+                break
+        if kind != "unknown":
             break
     if parts[-1] == "bias" and kind not in ("norm", "unknown"):
         kind = "bias"

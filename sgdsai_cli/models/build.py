@@ -1,9 +1,12 @@
 """From a name to a trainable model: resolve a spec, build it, make a batch, compute the loss.
 
-    spec  = resolve_model("llama2-7b")          # a preset name, or a path to an HF config.json
+    spec  = resolve_model("llama2-7b")          # a preset, a config.json / folder / cached hub id, a factory
     model = build_model(spec, device="meta")    # meta: shapes only, allocates nothing
-    batch = make_batch(spec, batch_size=1, seq_len=512, device="meta")
-    loss  = training_loss(spec, model, batch)   # forward + cross-entropy, a scalar
+    batch = make_batch(spec, batch_size=1, seq_len=512, device="meta", model=model)
+    loss  = training_loss(spec, model, batch)   # forward + the model's loss, a scalar
+
+Families: gpt2, llama, vit (our builders), hf (transformers' own class: ``hf_model``), factory
+(the user's callable: ``factory``). Each function dispatches on ``spec.family``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sgdsai_cli.errors import BadInput, did_you_mean
+from sgdsai_cli.models import factory as _factory
+from sgdsai_cli.models import hf_model as _hf
 from sgdsai_cli.models.configs import FAMILIES, ModelSpec
 from sgdsai_cli.models.gpt2 import GPT2
 from sgdsai_cli.models.hf_config import load_config_spec
+from sgdsai_cli.models.hf_source import looks_like_hub_id
 from sgdsai_cli.models.llama import Llama
 from sgdsai_cli.models.presets import PRESETS
 from sgdsai_cli.models.vit import ViT
@@ -26,15 +32,24 @@ from sgdsai_cli.models.vit import ViT
 _MODEL_CLASSES = {"gpt2": GPT2, "llama": Llama, "vit": ViT}
 
 
-def resolve_model(name_or_path: str) -> ModelSpec:
-    """A preset by name (case-insensitive), else a Hugging Face style config.json.
+def resolve_model(name_or_path, attn_implementation: str | None = None) -> ModelSpec:
+    """A preset by name (case-insensitive), a factory, else a Hugging Face style config.json.
 
-    Anything ending in .json, containing a path separator, or existing on disk is read as a
-    config file (a directory means its config.json). Raises BadInput with a one-line message.
+    A callable, or ``module:name`` / ``file.py:name``, is the user's factory. Anything ending in
+    .json, containing a path separator, or existing on disk is read as a config file (a directory
+    means its config.json; ``org/name`` not on disk, the hub's config in the local cache).
+    ``attn_implementation`` (sdpa, eager, flash_attention_2) is transformers' switch: another value
+    than sdpa builds a config through transformers. Raises BadInput with a one-line message.
     """
+    if isinstance(name_or_path, ModelSpec):
+        return name_or_path
+    if callable(name_or_path):
+        return _native_attn(_factory.factory_spec(name_or_path), attn_implementation)
     text = str(name_or_path).strip()
     if text.lower() in PRESETS:
-        return PRESETS[text.lower()]
+        return _native_attn(PRESETS[text.lower()], attn_implementation)
+    if _factory.looks_like_target(text) and not os.path.exists(text):
+        return _native_attn(_factory.factory_spec(text), attn_implementation)
     looks_like_path = (
         text.endswith(".json")
         or "/" in text
@@ -42,9 +57,18 @@ def resolve_model(name_or_path: str) -> ModelSpec:
         or (os.altsep is not None and os.altsep in text)
         or os.path.exists(text)
     )
-    if not looks_like_path:
+    if not looks_like_path and not looks_like_hub_id(text):
         raise BadInput(f"unknown model '{text}'" + did_you_mean(text, PRESETS), value=text)
-    return load_config_spec(text)
+    return load_config_spec(text, attn_implementation)
+
+
+def _native_attn(spec: ModelSpec, attn_implementation: str | None) -> ModelSpec:
+    """Presets and factories run their own attention: only sdpa (the default) is theirs."""
+    if attn_implementation not in (None, "sdpa"):
+        raise BadInput(f"attn_implementation '{attn_implementation}' needs a transformers model (a config.json); "
+                       f"'{spec.name}' runs its own attention", field="attn_implementation",
+                       value=attn_implementation)
+    return spec
 
 
 def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -59,6 +83,16 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
     a few seconds per billion parameters on a CPU.) The very first call in a process also pays
     about 1 s of one-time torch import work for meta random ops. The default dtype is restored after.
     """
+    if not dtype.is_floating_point:
+        raise BadInput(f"model dtype must be a floating point type, got {dtype}", value=dtype)
+    if spec.family in ("hf", "factory"):
+        build = _hf.build_hf if spec.family == "hf" else _factory.build_factory
+        previous = torch.get_default_dtype()
+        torch.set_default_dtype(dtype)
+        try:
+            return build(spec, device, dtype)
+        finally:
+            torch.set_default_dtype(previous)
     cls = _MODEL_CLASSES.get(spec.family)
     if cls is None:
         raise BadInput(f"unknown model family '{spec.family}'" + did_you_mean(spec.family, FAMILIES),
@@ -90,16 +124,37 @@ def count_params(model: nn.Module) -> int:
 
 
 def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of identical repeated blocks: ``h`` (gpt2), ``layers`` (llama), ``blocks`` (vit)."""
+    """The list of repeated blocks: ``h`` (gpt2), ``layers`` (llama), ``blocks`` (vit); for any other
+    model the ``nn.ModuleList`` holding the most parameters (transformers: ``model.layers``,
+    ``transformer.h``, ``vit.encoder.layer``, ...). An empty list when the model has none."""
     for attr in ("h", "layers", "blocks"):
         layers = getattr(model, attr, None)
         if isinstance(layers, nn.ModuleList):
             return layers
-    raise TypeError(f"{type(model).__name__} has no h/layers/blocks ModuleList")
+    best, most = nn.ModuleList(), 0
+    for module in model.modules():
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            n = sum(p.numel() for p in module.parameters())
+            if n > most:
+                best, most = module, n
+    return best
+
+
+def layer_signature(layer: nn.Module) -> tuple:
+    """What makes two blocks the same: module types, parameter and buffer names, shapes and dtypes,
+    and the per-layer attributes transformers gives blocks (attention type, sliding window)."""
+    parts = [type(m).__name__ for m in layer.modules()]
+    tensors = [(n, tuple(t.shape), t.dtype) for n, t in (*layer.named_parameters(), *layer.named_buffers())]
+    attrs = [(type(m).__name__, a, getattr(m, a)) for m in layer.modules()
+             for a in ("attention_type", "sliding_window", "is_sliding", "use_rope", "is_moe")
+             if isinstance(getattr(m, a, None), (bool, int, str))]
+    return (tuple(parts), tuple(tensors), tuple(attrs))
 
 
 def max_positions(spec: ModelSpec) -> int | None:
     """The longest sequence a text model takes (its position table or trained context); None for ViT."""
+    if spec.family == "hf":
+        return _hf.hf_max_positions(spec)
     if spec.family == "gpt2":
         return spec.config.n_positions
     if spec.family == "llama":
@@ -125,8 +180,9 @@ def make_batch(
     seq_len: int,
     device,
     generator: torch.Generator | None = None,
+    model: nn.Module | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """A random training batch for `spec`.
+    """A random training batch for `spec` (`model`: the built model, which a factory's batch is given).
 
     LM (gpt2, llama): ``(tokens int64 [B, S], targets int64 [B, S])`` in ``[0, vocab)``, targets
     being the tokens shifted left by one. ViT: ``(images float32 [B, C, H, W], labels int64 [B])``
@@ -137,6 +193,14 @@ def make_batch(
     _positive("batch_size", batch_size)
     device = torch.device(device)
     gdev = generator.device if generator is not None else torch.device("cpu")
+    if spec.family == "factory":
+        _positive("seq_len", seq_len)
+        if model is None:
+            model = build_model(spec, device="meta")
+        return _factory.factory_batch(spec, model, batch_size, seq_len, device, generator)
+    if spec.family == "hf":
+        _positive("seq_len", seq_len)
+        return _hf.hf_batch(spec, batch_size, seq_len, device, generator)
     if spec.family == "vit":
         return _image_batch(spec, batch_size, device, generator, gdev)
     _positive("seq_len", seq_len)
@@ -172,10 +236,27 @@ def _image_batch(spec: ModelSpec, batch_size: int, device: torch.device, generat
 
 
 def training_loss(spec: ModelSpec, model: nn.Module, batch: tuple[Tensor, Tensor]) -> Tensor:
-    """Forward pass and mean cross-entropy (computed on fp32 logits, as HF does): a scalar."""
+    """Forward pass and mean cross-entropy (computed on fp32 logits, as HF does): a scalar.
+
+    hf: transformers' own loss (``model(**batch).loss``); factory: the user's ``loss`` or the default."""
+    if spec.family == "hf":
+        return _hf.hf_loss(spec, model, batch)
+    if spec.family == "factory":
+        return _factory.factory_loss(spec, model, batch)
     inputs, targets = batch
     logits = model(inputs)  # [B, S, V] (text) or [B, num_classes] (ViT)
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), targets.reshape(-1))
+
+
+def batch_tensors(batch) -> list[Tensor]:
+    """The tensors of a batch: a tensor, or any nesting of tuples, lists and dicts of them (a factory's batch)."""
+    if isinstance(batch, Tensor):
+        return [batch]
+    if isinstance(batch, dict):
+        batch = list(batch.values())
+    if isinstance(batch, (tuple, list)):
+        return [t for item in batch for t in batch_tensors(item)]
+    return []
 
 
 def _positive(name: str, value) -> None:

@@ -1,14 +1,24 @@
-"""The configuration records of the three model families, and ModelSpec, what the rest of the package is handed.
+"""The configuration records of the model families, and ModelSpec, what the rest of the package is handed.
 
 Field names are ours and short; ``hf_config`` maps the Hugging Face config.json names onto them.
-Every config is a frozen dataclass, so two specs of the same model compare equal.
+Every config is a frozen dataclass, so two specs of the same model compare equal (and hash: the
+estimate's caches key on them). Defaults are those of the Hugging Face config classes, so a
+config.json that leaves a field out means what it means to transformers.
+
+Besides the three native families: ``hf`` (any transformers architecture, built by transformers
+from its config.json: ``HFConfig``) and ``factory`` (the user's own ``nn.Module`` from a callable:
+``FactoryConfig``).
 """
 
 from __future__ import annotations
 
+import json
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
-FAMILIES = ("gpt2", "llama", "vit")
+FAMILIES = ("gpt2", "llama", "vit", "hf", "factory")
+NATIVE_FAMILIES = ("gpt2", "llama", "vit")
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,11 @@ class GPT2Config:
     n_head: int  # attention heads; n_embd must be divisible by it
     layer_norm_eps: float = 1e-5  # LayerNorm epsilon (HF layer_norm_epsilon)
     tie_word_embeddings: bool = True  # lm_head.weight is wte.weight (HF default for gpt2)
+    n_inner: int | None = None  # MLP width; None: 4 * n_embd
+    activation_function: str = "gelu_new"  # HF GPT2Config default (the OpenAI checkpoints)
+    embd_pdrop: float = 0.1  # dropout after the embeddings (training keeps its mask)
+    attn_pdrop: float = 0.1  # dropout on the attention weights (SDPA's dropout_p)
+    resid_pdrop: float = 0.1  # dropout after each attention and MLP output projection
 
 
 @dataclass(frozen=True)
@@ -34,6 +49,9 @@ class LlamaConfig:
     rms_norm_eps: float = 1e-5  # RMSNorm epsilon
     tie_word_embeddings: bool = False  # Llama 2 has a separate lm_head
     rope_theta: float = 10000.0  # RoPE base frequency
+    head_dim: int | None = None  # per-head width; None: hidden_size / n_heads (Gemma: 256)
+    attention_bias: bool = False  # biases on q/k/v/o (HF LlamaConfig.attention_bias)
+    mlp_bias: bool = False  # biases on gate/up/down
 
 
 @dataclass(frozen=True)
@@ -47,6 +65,49 @@ class ViTConfig:
     num_classes: int = 1000  # classifier outputs (ImageNet-1k)
     num_channels: int = 3  # input channels (RGB)
     layer_norm_eps: float = 1e-12  # LayerNorm epsilon (HF ViT default)
+    qkv_bias: bool = True  # biases on q/k/v (HF ViT default)
+
+
+@dataclass(frozen=True)
+class HFConfig:
+    """A transformers model: its config.json (canonical JSON text, so the record hashes) and how to build it."""
+
+    config_json: str  # json.dumps(config, sort_keys=True): everything that defines the model
+    model_class: str  # the transformers class built: config.json's `architectures[0]`, else a task default
+    attn_implementation: str = "sdpa"  # sdpa | eager | flash_attention_2 (transformers' own switch)
+
+    @property
+    def config_dict(self) -> dict[str, Any]:
+        return json.loads(self.config_json)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"config": self.config_dict, "model_class": self.model_class,
+                "attn_implementation": self.attn_implementation}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> HFConfig:
+        return cls(canonical_json(d["config"]), d["model_class"], d.get("attn_implementation", "sdpa"))
+
+
+def canonical_json(config: dict[str, Any]) -> str:
+    """The one text of a config dict: sorted keys, no whitespace variation."""
+    return json.dumps(config, sort_keys=True, separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class FactoryConfig:
+    """The user's own model: a callable returning an ``nn.Module``, and where to import it from again."""
+
+    target: str | None  # "package.module:factory" or "/abs/path/file.py:factory"; None: not importable again
+    factory: Callable[[], Any] | None = None  # the callable itself when given from Python (else imported)
+
+    def to_dict(self) -> dict[str, Any]:
+        name = None if self.factory is None else getattr(self.factory, "__qualname__", repr(self.factory))
+        return {"target": self.target, **({} if self.target is not None else {"callable": name})}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FactoryConfig:
+        return cls(d["target"])
 
 
 @dataclass(frozen=True)
@@ -54,6 +115,6 @@ class ModelSpec:
     """One model to build: its name, family, config and, for presets, the published parameter count."""
 
     name: str  # preset name, or the config.json path as the user gave it
-    family: str  # "gpt2" | "llama" | "vit"
-    config: GPT2Config | LlamaConfig | ViTConfig
+    family: str  # "gpt2" | "llama" | "vit" | "hf" | "factory"
+    config: GPT2Config | LlamaConfig | ViTConfig | HFConfig | FactoryConfig
     params: int | None  # documented parameter count for presets (golden); None for config files

@@ -1,9 +1,9 @@
-"""ViT in plain PyTorch, in the timm layout (parameter names match its checkpoints).
+"""ViT in plain PyTorch, in the timm layout but for separate query/key/value projections (as transformers' ViT).
 
 Patch embedding as a strided convolution, a class token and learned position embeddings
-(parameters, not buffers), pre-norm blocks with fused q/k/v (with bias: the same count as
-Hugging Face's separate query/key/value), bidirectional attention, GELU MLP, and a linear head
-on the class token (no pooler).
+(parameters, not buffers), pre-norm blocks with separate q, k, v projections (with bias, as
+Hugging Face's ViT: its activation memory under autocast, where a fused qkv keeps fewer input
+copies), bidirectional attention, GELU MLP, and a linear head on the class token (no pooler).
 """
 
 from __future__ import annotations
@@ -17,16 +17,22 @@ from sgdsai_cli.models.layers import PreNormBlock, init_normal_
 
 
 class ViTAttention(nn.Module):
+    """Separate q, k, v projections, as transformers' ViT (under autocast each casts its input: a fused
+    qkv would keep one low-precision copy of the input where transformers keeps three)."""
+
     def __init__(self, cfg: ViTConfig):
         super().__init__()
         self.n_heads = cfg.n_heads
-        self.qkv = nn.Linear(cfg.hidden_size, 3 * cfg.hidden_size)  # same count as HF's q, k, v
+        self.query = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.qkv_bias)
+        self.key = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.qkv_bias)
+        self.value = nn.Linear(cfg.hidden_size, cfg.hidden_size, bias=cfg.qkv_bias)
         self.proj = nn.Linear(cfg.hidden_size, cfg.hidden_size)
 
     def forward(self, x: Tensor) -> Tensor:
         B, N, D = x.shape
-        # [B, N, 3D] -> [B, N, 3, H, Dh] -> [3, B, H, N, Dh] -> 3 x [B, H, N, Dh]
-        q, k, v = self.qkv(x).view(B, N, 3, self.n_heads, D // self.n_heads).permute(2, 0, 3, 1, 4)
+        # [B, N, D] -> [B, N, H, Dh] -> [B, H, N, Dh]
+        q, k, v = (lin(x).view(B, N, self.n_heads, D // self.n_heads).transpose(1, 2)
+                   for lin in (self.query, self.key, self.value))
         y = F.scaled_dot_product_attention(q, k, v)  # [B, H, N, Dh], bidirectional
         return self.proj(y.transpose(1, 2).reshape(B, N, D))  # [B, H, N, Dh] -> [B, N, D]
 
