@@ -27,10 +27,11 @@ Per optimizer O, precision P and GPU g (all sizes in bytes; P, G, S = params, gr
     fits         = total <= memory(g)                        (gpus.fits: the rule profile's "fits" rows use)
     max_batch    = largest B with R(B) + C(g) <= memory(g)   (0 when B = 1 does not fit)
 
-Activations are affine in the batch at a fixed sequence for these models: FB(B) is traced at B = 1, 2
-and 4, and when FB(4) lies on the line through the first two the line gives every other batch (else
-each batch is traced). The largest batch is searched on the allocated bytes along that line, then
-confirmed (and lowered where needed) on the reserved bytes, which need a trace of that very batch.
+The largest batch is searched on the allocated bytes first (``max_batch_size``: secant steps, then
+regula falsi; about 4 traces where FB is close to affine), then confirmed, and lowered where needed,
+on the reserved bytes, which need a trace of that very batch. (FB is not affine in B: below some
+batch the gradients accumulated during backward set it, above it the activations do; so no line
+through small batches may stand in for the traces.)
 
 Every optimizer is planned on the path it takes on a GPU (``estimate.use_cuda_default_path``): ``adamw``
 runs foreach there (its ``sqrt(exp_avg_sq)`` is a full-size temporary); name ``adamw-fused`` or
@@ -179,23 +180,9 @@ def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable
 
     prec = resolve_precision(precision)
 
-    def traced(batch_size: int) -> tuple[int, int]:
+    def activation(batch_size: int) -> tuple[int, int]:
         trace = estimate.trace_forward_backward(model_spec, prec, batch_size, seq_len)
         return int(trace.activation_peak_bytes), int(trace.forward_backward_peak_bytes)
-
-    line: list = []  # [(a1, fb1), (slope_a, slope_fb)] once B = 4 was found on the line through B = 1, 2
-
-    def activation(batch_size: int) -> tuple[int, int]:
-        if batch_size <= 2:
-            return traced(batch_size)
-        if not line:
-            (a1, f1), (a2, f2) = traced(1), traced(2)
-            slope = (a2 - a1, f2 - f1)
-            line.append(((a1, f1), slope) if traced(4) == (a1 + 3 * slope[0], f1 + 3 * slope[1]) else None)
-        if line[0] is None:
-            return traced(batch_size)
-        (a1, f1), (da, dfb) = line[0]
-        return a1 + (batch_size - 1) * da, f1 + (batch_size - 1) * dfb
 
     return activation
 
@@ -300,9 +287,7 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
                 fits = bool(gpu_fits(gpu, need(batch_size), context))
                 # the largest batch on the allocated bytes (cheap, along the activation line), then on the
                 # reserved bytes below it (reserved >= allocated, each needs that batch's trace)
-                best = max_batch_size(allocated, usable)
-                if best > 0:
-                    best = max_batch_size(need, usable, limit=best)
+                best = _largest_reserved_batch(allocated, need, usable)
                 rows.append(PlanRow(
                     optimizer=optimizer, impl=sizes.get("impl"), precision=precision,
                     gpu=gpu.name, gpu_label=gpu.label, gpu_memory_bytes=gpu.memory_bytes, usable_bytes=usable,
@@ -316,6 +301,23 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
                 ))
     report(Progress(model_spec.name, total, total, "done"))
     return rows
+
+
+def _largest_reserved_batch(allocated: Callable[[int], int], need: Callable[[int], int], usable: int) -> int:
+    """Largest B with ``need(B) <= usable``, where ``need >= allocated`` and ``allocated`` is cheap.
+
+    Start at the answer on the allocated bytes; while the reserved bytes do not fit there, scale the
+    allocated bytes by the reserved/allocated ratio seen at that batch and take the answer below it
+    (a batch a step smaller at the least). Each call costs a trace of that batch: a few in all.
+    """
+    best = max_batch_size(allocated, usable)
+    while best > 0 and need(best) > usable:
+        if best == 1:
+            return 0
+        scale = need(best) / max(allocated(best), 1)
+        guess = max_batch_size(lambda b, scale=scale: math.ceil(allocated(b) * scale), usable, limit=best - 1)
+        best = guess if 0 < guess < best else best - 1
+    return best
 
 
 def _no_reserved(model_spec, precision: str, optimizer: str, seq_len: int) -> Callable[[int], None]:
