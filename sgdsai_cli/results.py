@@ -176,7 +176,7 @@ class Envelope:
 # What changes from one run to the next with nothing else changed: never compared by ``check``, and
 # left out of baselines (``stable_form``) so that a regenerated baseline is byte-identical.
 VOLATILE_FIELDS = ("created_utc", "environment.python", "environment.platform", "timing_s",
-                   "runs[].memory.details.trace_seconds")
+                   "runs[].memory.details.trace_seconds", "runs[].memory.details.allocator.seconds")
 
 
 def stable_form(doc: dict[str, Any]) -> dict[str, Any]:
@@ -194,6 +194,8 @@ def _stable_run(run: Any) -> Any:
     if not isinstance(memory, dict) or not isinstance(memory.get("details"), dict):
         return run
     details = {k: v for k, v in memory["details"].items() if k != "trace_seconds"}
+    if isinstance(details.get("allocator"), dict):
+        details["allocator"] = {k: v for k, v in details["allocator"].items() if k != "seconds"}
     return {**run, "memory": {**memory, "details": details}}
 
 

@@ -157,6 +157,7 @@ def test_regenerated_baselines_are_byte_identical(tmp_path, cli):
     assert "created_utc" not in doc and "timing_s" not in doc
     assert set(doc["environment"]) == {"torch", "device"}
     assert all("trace_seconds" not in r["memory"]["details"] for r in doc["runs"])
+    assert all("seconds" not in r["memory"]["details"].get("allocator", {}) for r in doc["runs"])
     check = cli("check", str(tmp_path / "one.json"), "--baseline", str(tmp_path / "two.json"), "--tolerance", "0%")
     assert check.exit_code == 0, check.output
 

@@ -6,9 +6,8 @@ import math
 
 import pytest
 
-from sgdsai_cli.analysis.gpus import GPU
+from sgdsai_cli.analysis.gpus import DEFAULT_CONTEXT_SOURCE, GPU, GPUS
 from sgdsai_cli.analysis.plan import (
-    CONTEXT_BYTES,
     MAX_BATCH_LIMIT,
     gpus_needed,
     max_batch_size,
@@ -24,6 +23,7 @@ def plan_document(*args, **kwargs) -> dict:
 
 GB = 10**9
 GiB = 1024**3
+CONTEXT_BYTES = 1 * GiB  # a round allowance for the stand-in cards
 P7B = 6_738_415_616
 
 
@@ -109,7 +109,8 @@ def fake_activation(per_sample):
 def test_plan_rows_with_fakes():
     from sgdsai_cli.models import resolve_model
 
-    gpus = [GPU("small", "small", CONTEXT_BYTES + 20_000), GPU("big", "big", CONTEXT_BYTES + 100_000)]
+    gpus = [GPU("small", "small", CONTEXT_BYTES + 20_000, CONTEXT_BYTES),
+            GPU("big", "big", CONTEXT_BYTES + 100_000, CONTEXT_BYTES)]
     rows = plan_rows(resolve_model("tiny-gpt2"), ["fp32", "bf16"], gpus, ["sgdsai", "adamw"], batch_size=2,
                      activation_fn=fake_activation(1000), step_fn=fake_steps({"sgdsai": 1, "adamw": 2}))
     table = {(r.optimizer, r.precision, r.gpu): r for r in rows}
@@ -136,7 +137,7 @@ def test_plan_rows_with_fakes():
 def test_step_transient_counts_against_activations(transient, total, fits, max_batch):
     from sgdsai_cli.models import resolve_model
 
-    gpu = GPU("small", "small", CONTEXT_BYTES + 20_000)
+    gpu = GPU("small", "small", CONTEXT_BYTES + 20_000, CONTEXT_BYTES)
     [r] = plan_rows(resolve_model("tiny-gpt2"), ["fp32"], [gpu], ["adamw"], batch_size=2,
                     activation_fn=fake_activation(1000), step_fn=fake_steps({"adamw": 2}, {"adamw": transient}))
     assert r.total_bytes - CONTEXT_BYTES == total
@@ -203,8 +204,12 @@ def test_plan_document_schema(llama_plan):
                 "total_bytes", "fits", "max_batch_size", "gpus_needed"} <= set(r)
         assert set(r["gpus_needed"]) == {"ddp", "zero1", "zero2", "zero3"}
         step_peak = r["grad_bytes"] + r["step_transient_bytes"]
-        assert r["total_bytes"] == (r["param_bytes"] + r["state_bytes"] + CONTEXT_BYTES
-                                    + max(r["forward_backward_peak_bytes"], step_peak))
+        assert r["allocated_peak_bytes"] == (r["param_bytes"] + r["state_bytes"]
+                                             + max(r["forward_backward_peak_bytes"], step_peak))
+        assert r["reserved_peak_bytes"] is None  # a stand-in activation function: no allocator replay
+        gpu = GPUS[r["gpu"]]
+        assert (r["context_bytes"], r["context_source"]) == (gpu.context_bytes, gpu.context_source)
+        assert r["total_bytes"] == r["allocated_peak_bytes"] + r["context_bytes"]
     header, cells = plan_table_rows(llama_plan)
     assert len(cells) == 8 and header[-1] == "ZeRO-3"
     assert plan_table(llama_plan).row_count == 8
@@ -214,3 +219,19 @@ def test_fitting_one_gpu_means_one_for_every_strategy():
     # the conservative ZeRO formula alone would ask for 2 (A on top of all of P + G); the exact fit says 1
     assert gpus_needed(40, 40, 10, 15, 100, 0, fits=True) == {"ddp": 1, "zero1": 1, "zero2": 1, "zero3": 1}
     assert gpus_needed(40, 40, 10, 15, 100, 0, fits=False) == {"ddp": None, "zero1": 2, "zero2": 2, "zero3": 2}
+
+
+def test_plan_fits_on_the_predicted_reserved_peak():
+    """Without stand-ins the planner decides on the allocator model's reserved peak plus the card's context."""
+    from sgdsai_cli.analysis.plan import _default_reserved_fn
+    from sgdsai_cli.models import resolve_model
+
+    spec = resolve_model("tiny-gpt2")
+    reserved = _default_reserved_fn(spec, "fp32", "sgdsai", 64)
+    card = GPU("card", "card", reserved(8) + CONTEXT_BYTES + 1, CONTEXT_BYTES)  # batch 8 fits, to the byte
+    [r] = plan_rows(spec, ["fp32"], [card], ["sgdsai"], batch_size=2, seq_len=64)
+    assert r.reserved_peak_bytes == reserved(2) >= r.allocated_peak_bytes
+    assert r.total_bytes == r.reserved_peak_bytes + CONTEXT_BYTES
+    assert r.fits and r.context_source == DEFAULT_CONTEXT_SOURCE
+    assert reserved(r.max_batch_size) + CONTEXT_BYTES <= card.memory_bytes
+    assert reserved(r.max_batch_size + 1) + CONTEXT_BYTES > card.memory_bytes

@@ -69,8 +69,9 @@ GPUS: dict[str, GPU] = {
     ]
 }
 
-# The cards shown as "fits?" columns in profile tables: one per memory class (24, 40, 80, 141 GB).
-FIT_GPUS: tuple[str, ...] = ("rtx4090-24gb", "a100-40gb", "a100-80gb", "h200-141gb")
+# The cards `plan` plans for by default and `profile` marks as "fits" rows: the same list, one rule (``fits``).
+DEFAULT_GPUS: tuple[str, ...] = ("l4-24gb", "rtx4090-24gb", "a100-40gb", "a100-80gb", "h100-80gb", "h200-141gb")
+FIT_GPUS = DEFAULT_GPUS
 
 
 def resolve_gpu(name: str) -> GPU:
@@ -85,6 +86,15 @@ def resolve_gpu(name: str) -> GPU:
         raise BadInput(f"unknown GPU '{name}'" + did_you_mean(key, list(GPUS) + ["custom:SIZE"])) from None
 
 
-def fits(gpu: GPU, n_bytes: int | None) -> bool | None:
-    """True when ``n_bytes`` fits the card's total memory; None when the size is unknown."""
-    return None if n_bytes is None else n_bytes <= gpu.memory_bytes
+def fits(gpu: GPU, n_bytes: int | None, context_bytes: int | None = None) -> bool | None:
+    """The one fit rule: ``n_bytes + context <= memory``; None when the size is unknown.
+
+    ``n_bytes`` is what the caching allocator holds at the step's peak: the predicted reserved peak
+    where the allocator model gave one, else the allocated peak. ``context_bytes`` defaults to the
+    card's own allowance (``gpu.context_bytes``); pass 0 for a figure that already includes the
+    context (NVML's used memory of a real run).
+    """
+    if n_bytes is None:
+        return None
+    context = gpu.context_bytes if context_bytes is None else context_bytes
+    return n_bytes + context <= gpu.memory_bytes

@@ -13,13 +13,25 @@ Per optimizer O, precision P and GPU g (all sizes in bytes; P, G, S = params, gr
                                                              gradients accumulated so far (<= A + G)
     transient    = T                                         what optimizer.step() allocates on top of its
                                                              state (foreach AdamW: a full-size sqrt copy)
-    context      = CONTEXT_BYTES (1 GiB unless --context)    CUDA context, cuBLAS workspace, allocator slack
-    total        = P + S + max(FB, G + T) + context          forward/backward peak, or the step's peak after
+    allocated    = P + S + max(FB, G + T)                   forward/backward peak, or the step's peak after
                                                              backward freed the activations (as the profile's
-                                                             estimated peak, plus the context)
+                                                             estimated peak)
+    reserved     = R(batch, seq)                             the CUDA caching allocator's reserved bytes at
+                                                             the peak: the same trace's allocations and frees
+                                                             replayed through the allocator model
+                                                             (measure.allocator; allocated where no model ran)
+    context      = C(g): the card's context allowance        CUDA context, cuBLAS/cuDNN workspaces, kernels:
+                   (gpus.GPU.context_bytes), or --context    measured on the H100, an assumption elsewhere
+    total        = reserved + context
     usable(g)    = memory(g) - context
-    fits         = total <= memory(g)
-    max_batch    = largest B with P + S + max(FB(B, seq), G + T) <= usable(g)   (0 when B = 1 does not fit)
+    fits         = total <= memory(g)                        (gpus.fits: the rule profile's "fits" rows use)
+    max_batch    = largest B with R(B) + C(g) <= memory(g)   (0 when B = 1 does not fit)
+
+The largest batch is searched on the allocated bytes first (``max_batch_size``: secant steps, then
+regula falsi; about 4 traces where FB is close to affine), then confirmed, and lowered where needed,
+on the reserved bytes, which need a trace of that very batch. (FB is not affine in B: below some
+batch the gradients accumulated during backward set it, above it the activations do; so no line
+through small batches may stand in for the traces.)
 
 Every optimizer is planned on the path it takes on a GPU (``estimate.use_cuda_default_path``): ``adamw``
 runs foreach there (its ``sqrt(exp_avg_sq)`` is a full-size temporary); name ``adamw-fused`` or
@@ -45,13 +57,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sgdsai_cli.analysis.gpus import DEFAULT_GPUS
+from sgdsai_cli.analysis.gpus import fits as gpu_fits
 from sgdsai_cli.errors import BadInput
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import Document, Environment
 
 GiB = 1024**3
-CONTEXT_BYTES = 1 * GiB
-DEFAULT_GPUS = ("l4-24gb", "rtx4090-24gb", "a100-40gb", "a100-80gb", "h100-80gb", "h200-141gb")
 DEFAULT_PRECISIONS = ("fp32", "bf16")
 DEFAULT_OPTIMIZERS = ("sgdsai", "adamw")
 MAX_BATCH_LIMIT = 1 << 16  # the search stops here: "at least 65536"
@@ -70,6 +82,7 @@ class PlanRow:
     gpu_memory_bytes: int
     usable_bytes: int
     context_bytes: int
+    context_source: str
     param_bytes: int
     grad_bytes: int
     state_bytes: int
@@ -77,6 +90,8 @@ class PlanRow:
     activation_bytes: int
     forward_backward_peak_bytes: int
     step_transient_bytes: int
+    allocated_peak_bytes: int
+    reserved_peak_bytes: int | None  # None: no allocator model ran (total uses the allocated peak)
     total_bytes: int
     fits: bool
     max_batch_size: int
@@ -172,6 +187,22 @@ def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable
     return activation
 
 
+def _default_reserved_fn(model_spec, precision: str, optimizer: str, seq_len: int) -> Callable[[int], int]:
+    """``batch -> predicted reserved peak bytes`` (the trace of that batch through the allocator model)."""
+    from sgdsai_cli.measure import estimate
+    from sgdsai_cli.measure.allocator_trace import predict_step_reserved
+    from sgdsai_cli.precision import resolve_precision
+
+    prec = resolve_precision(precision)
+
+    def reserved(batch_size: int) -> int:
+        fb = estimate.trace_forward_backward(model_spec, prec, batch_size, seq_len)
+        st = estimate.trace_step(model_spec, prec, optimizer)
+        return int(predict_step_reserved(model_spec, prec, fb, st).replay.reserved_peak_bytes)
+
+    return reserved
+
+
 def _pair(value) -> tuple[int, int]:
     """An activation function may return one number (used as both figures) or the pair."""
     return (int(value), int(value)) if isinstance(value, (int, float)) else (int(value[0]), int(value[1]))
@@ -202,17 +233,23 @@ def model_info(model_spec) -> dict:
 
 
 def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, seq_len: int = 512,
-              context_bytes: int = CONTEXT_BYTES,
+              context_bytes: int | None = None,
               activation_fn: Callable[[Any, str, int], Callable[[int], Any]] | None = None,
               step_fn: Callable[[Any, str, str], dict] | None = None,
+              reserved_fn: Callable[[Any, str, str, int], Callable[[int], int | None]] | None = None,
               on_progress: ProgressCallback | None = None) -> list[PlanRow]:
     """The plan rows for resolved inputs. ``gpus`` are ``gpus.GPU`` records.
 
     ``activation_fn(model_spec, precision, seq_len)`` returns a ``batch -> (activation peak, forward/backward
-    peak)`` function (one number stands for both) and
-    ``step_fn(model_spec, precision, optimizer)`` a dict of impl, param/grad/state/step_transient bytes;
-    both default to the fake-tensor estimators and are parameters so tests can plan without tracing.
+    peak)`` function (one number stands for both),
+    ``step_fn(model_spec, precision, optimizer)`` a dict of impl, param/grad/state/step_transient bytes and
+    ``reserved_fn(model_spec, precision, optimizer, seq_len)`` a ``batch -> reserved peak bytes`` function
+    (None: no allocator model, the allocated peak stands); all default to the fake-tensor estimators and
+    the allocator model (with injected activation or step functions, reserved defaults to None) and are
+    parameters so tests can plan without tracing. ``context_bytes`` None: each card's own allowance.
     """
+    if reserved_fn is None:
+        reserved_fn = _default_reserved_fn if activation_fn is None and step_fn is None else _no_reserved
     activation_fn = activation_fn or _default_activation_fn
     step_fn = step_fn or _default_step_fn
     report = report_to(on_progress)
@@ -234,22 +271,68 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
             p, g, s = sizes["param_bytes"], sizes["grad_bytes"], sizes["state_bytes"]
             t = sizes.get("step_transient_bytes") or 0
             states = p + g + s
+            reserved_of = _cached(reserved_fn(model_spec, precision, optimizer, seq_len))
+
+            def allocated(b: int, pair=pair, p=p, s=s, g=g, t=t) -> int:
+                return p + s + max(pair(b)[1], g + t)
+
+            def need(b: int, allocated=allocated, reserved_of=reserved_of) -> int:
+                r = reserved_of(b)
+                return allocated(b) if r is None else r
+
+            reserved = reserved_of(batch_size)
             for gpu in gpus:
-                usable = gpu.memory_bytes - context_bytes
-                total = p + s + max(fb, g + t) + context_bytes
-                room = usable - p - s  # for the forward/backward peak, which includes the gradients
-                fits = total <= gpu.memory_bytes
+                context = gpu.context_bytes if context_bytes is None else context_bytes
+                usable = gpu.memory_bytes - context
+                fits = bool(gpu_fits(gpu, need(batch_size), context))
+                # the largest batch on the allocated bytes (cheap, along the activation line), then on the
+                # reserved bytes below it (reserved >= allocated, each needs that batch's trace)
+                best = _largest_reserved_batch(allocated, need, usable)
                 rows.append(PlanRow(
                     optimizer=optimizer, impl=sizes.get("impl"), precision=precision,
                     gpu=gpu.name, gpu_label=gpu.label, gpu_memory_bytes=gpu.memory_bytes, usable_bytes=usable,
-                    context_bytes=context_bytes, param_bytes=p, grad_bytes=g, state_bytes=s,
+                    context_bytes=context,
+                    context_source=gpu.context_source if context_bytes is None else "--context",
+                    param_bytes=p, grad_bytes=g, state_bytes=s,
                     model_state_bytes=states, activation_bytes=act, forward_backward_peak_bytes=fb,
-                    step_transient_bytes=t, total_bytes=total, fits=fits,
-                    max_batch_size=max_batch_size(lambda b, pair=pair: pair(b)[1], room) if g + t <= room else 0,
+                    step_transient_bytes=t, allocated_peak_bytes=allocated(batch_size), reserved_peak_bytes=reserved,
+                    total_bytes=need(batch_size) + context, fits=fits, max_batch_size=best,
                     gpus_needed=gpus_needed(p, g, s, act, usable, t, fits),
                 ))
     report(Progress(model_spec.name, total, total, "done"))
     return rows
+
+
+def _largest_reserved_batch(allocated: Callable[[int], int], need: Callable[[int], int], usable: int) -> int:
+    """Largest B with ``need(B) <= usable``, where ``need >= allocated`` and ``allocated`` is cheap.
+
+    Start at the answer on the allocated bytes; while the reserved bytes do not fit there, scale the
+    allocated bytes by the reserved/allocated ratio seen at that batch and take the answer below it
+    (a batch a step smaller at the least). Each call costs a trace of that batch: a few in all.
+    """
+    best = max_batch_size(allocated, usable)
+    while best > 0 and need(best) > usable:
+        if best == 1:
+            return 0
+        scale = need(best) / max(allocated(best), 1)
+        guess = max_batch_size(lambda b, scale=scale: math.ceil(allocated(b) * scale), usable, limit=best - 1)
+        best = guess if 0 < guess < best else best - 1
+    return best
+
+
+def _no_reserved(model_spec, precision: str, optimizer: str, seq_len: int) -> Callable[[int], None]:
+    return lambda batch_size: None
+
+
+def _cached(fn: Callable[[int], Any]) -> Callable[[int], Any]:
+    cache: dict[int, Any] = {}
+
+    def cached(b: int):
+        if b not in cache:
+            cache[b] = fn(b)
+        return cache[b]
+
+    return cached
 
 
 class PlanResult(Document):
@@ -263,8 +346,9 @@ class PlanResult(Document):
 
 
 def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
-         batch_size: int = 1, seq_len: int = 512, context_bytes: int = CONTEXT_BYTES,
-         activation_fn=None, step_fn=None, on_progress: ProgressCallback | None = None) -> PlanResult:
+         batch_size: int = 1, seq_len: int = 512, context_bytes: int | None = None,
+         activation_fn=None, step_fn=None, reserved_fn=None,
+         on_progress: ProgressCallback | None = None) -> PlanResult:
     """Resolve names (BadInput for unknown ones) and plan every (optimizer, precision, GPU)."""
     from sgdsai_cli.analysis.gpus import resolve_gpu
     from sgdsai_cli.models import resolve_model
@@ -273,7 +357,8 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
     for name, value in (("batch_size", batch_size), ("seq_len", seq_len)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise BadInput(f"bad {name} {value!r} (must be a whole number, 1 or more)", field=name, value=value)
-    if isinstance(context_bytes, bool) or not isinstance(context_bytes, int) or context_bytes < 0:
+    if context_bytes is not None and (isinstance(context_bytes, bool) or not isinstance(context_bytes, int)
+                                      or context_bytes < 0):
         raise BadInput(f"bad context {context_bytes!r} (must be a byte count)", field="context", value=context_bytes)
     precisions = list(dict.fromkeys(precisions or DEFAULT_PRECISIONS))
     optimizers = list(dict.fromkeys(optimizers or DEFAULT_OPTIMIZERS))
@@ -283,22 +368,26 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         resolve_optimizer(o)
     gpu_records = list({g.name: g for g in (resolve_gpu(n) for n in (gpus or DEFAULT_GPUS))}.values())
     for gpu in gpu_records:
-        if gpu.memory_bytes <= context_bytes:
-            raise BadInput(f"GPU '{gpu.name}' has no memory left after the context allowance of {context_bytes} "
+        context = gpu.context_bytes if context_bytes is None else context_bytes
+        if gpu.memory_bytes <= context:
+            raise BadInput(f"GPU '{gpu.name}' has no memory left after the context allowance of {context} "
                            "bytes", field="gpu", value=gpu.name)
     model_spec = resolve_model(model)
     rows = plan_rows(model_spec, precisions, gpu_records, optimizers, batch_size=batch_size, seq_len=seq_len,
                      context_bytes=context_bytes, activation_fn=activation_fn, step_fn=step_fn,
-                     on_progress=on_progress)
+                     reserved_fn=reserved_fn, on_progress=on_progress)
     spec = {"model": model_spec.name, "precisions": precisions, "gpus": [g.name for g in gpu_records],
             "optimizers": optimizers, "batch_size": batch_size, "seq_len": seq_len, "device": "meta"}
     body = {
         "model": model_info(model_spec),
         "assumptions": {
-            "context_bytes": context_bytes,
+            "context_bytes": context_bytes,  # null: each row's card allowance (context_bytes, context_source)
             "source": "fake",
-            "total_bytes": "param_bytes + state_bytes + max(forward_backward_peak_bytes, grad_bytes + "
-                           "step_transient_bytes) + context_bytes",
+            "allocated_peak_bytes": "param_bytes + state_bytes + max(forward_backward_peak_bytes, grad_bytes + "
+                                    "step_transient_bytes)",
+            "reserved_peak_bytes": "the caching allocator model's reserved peak for the same trace "
+                                   "(PYTORCH_CUDA_ALLOC_CONF of this process); null where no model ran",
+            "total_bytes": "(reserved_peak_bytes, else allocated_peak_bytes) + context_bytes",
             "usable_bytes": "gpu_memory_bytes - context_bytes",
             "gpus_needed": "smallest N with per-GPU bytes <= usable_bytes, one micro-batch of batch_size "
                            "per GPU; null when no N fits (formulas: docs/planning.md)",

@@ -29,8 +29,9 @@ def plan_command(
     optimizer: list[str] = opt.optimizer_option("Repeatable. [default: sgdsai adamw]"),
     batch_size: str = typer.Option("1", "--batch-size", metavar="B", help="Micro-batch per GPU."),
     seq_len: str = typer.Option("512", "--seq-len", metavar="S", help="Sequence length (ignored by ViT)."),
-    context: str = typer.Option("1GiB", "--context", metavar="SIZE",
-                                help="CUDA context allowance subtracted from each GPU."),
+    context: str = typer.Option(None, "--context", metavar="SIZE", show_default=False,
+                                help="CUDA context allowance subtracted from every GPU. [default: each card's "
+                                     "own: measured on the H100, the H100 figure assumed elsewhere]"),
     json_path: Path = opt.json_option("Write the plan document (kind: plan) here."),
     out: Path = opt.out_option("Folder for plan.json and the plot (PNG and SVG)."),
     output_format: str = opt.format_option(FORMATS),
@@ -49,7 +50,7 @@ def plan_command(
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")
     batch = opt.parse_int("--batch-size", batch_size)
     seq = opt.parse_int("--seq-len", seq_len)
-    context_bytes = parse_size(context)
+    context_bytes = parse_size(context) if context is not None else None
     if json_path is not None:
         check_writable(json_path)
     opt.prepare_out(out, "plan.json")

@@ -11,8 +11,9 @@ from sgdsai_cli.render import format as fmt
 from sgdsai_cli.render.tables import fits_cell, new_table
 
 NOTES = ("states = params + grads + optimizer state (exact); activ. = activation peak of forward + backward "
-         "(fake-tensor estimate);\nstep tmp = optimizer.step() temporaries; total = params + state + "
-         "max(forward/backward peak incl. grads, grads + step tmp) + context allowance;\nDDP/ZeRO-1/2/3 = GPUs "
+         "(fake-tensor estimate);\nstep tmp = optimizer.step() temporaries; total = the CUDA caching allocator's "
+         "predicted reserved peak (allocated: params + state + max(forward/backward peak incl. grads, grads + step "
+         "tmp), rounded into segments) + the card's context allowance;\nDDP/ZeRO-1/2/3 = GPUs "
          "needed with one micro-batch each, '-' = no count fits. Formulas: docs/planning.md.")
 HEADER = ["optimizer", "precision", "gpu", "usable", "states", "activ.", "step tmp", "total", "fits",
           "max batch", "DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3"]
@@ -48,7 +49,7 @@ def plan_table_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
 def plan_title(doc: dict) -> str:
     spec = doc.get("spec", {})
     ctx = (doc.get("assumptions") or {}).get("context_bytes")
-    ctx_text = f", CUDA context allowance {fmt.size(ctx)}" if ctx is not None else ""
+    ctx_text = f", CUDA context allowance {fmt.size(ctx)}" if ctx is not None else ", each card's context allowance"
     batch = f"batch {spec.get('batch_size')} x seq {spec.get('seq_len')}"
     return f"plan: {spec.get('model')}, {batch}{ctx_text}; sizes in GiB"
 

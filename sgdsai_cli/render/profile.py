@@ -6,8 +6,10 @@ and NVML peaks and latencies, and may have ``oom``/``error`` rows. A value that 
 
 Layout: one column per optimizer, one row per figure (GiB with two decimals), so that a few
 optimizers read side by side. The "vs AdamW" rows compare with the run named ``adamw`` (else the
-first ``adamw-*`` run). "fits" rows mark the common cards of ``gpus.FIT_GPUS`` against the
-estimated (or measured) peak.
+first ``adamw-*`` run). "fits" rows mark the cards ``plan`` plans for (``gpus.FIT_GPUS``) by the
+planner's own rule (``gpus.fits``): NVML's used peak of a real run as it is (it holds the context),
+else the reserved peak (measured, or the allocator model's prediction) or the allocated one, plus
+the card's context allowance.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sgdsai_cli.analysis.gpus import FIT_GPUS, GPUS
+from sgdsai_cli.analysis.gpus import FIT_GPUS, GPUS, fits
 from sgdsai_cli.render import format as fmt
 from sgdsai_cli.results import MemoryResult, ProfileResult, RunResult
 
@@ -64,6 +66,18 @@ def peak_bytes(run: RunResult | None) -> tuple[int | None, str | None]:
     return (states, "model states") if states is not None else (None, None)
 
 
+def _fits(gpu, run: RunResult, peak: int | None) -> bool | None:
+    """``gpus.fits`` for one run: see the module docstring."""
+    m = run.memory
+    if peak is None or m is None:
+        return None
+    if m.nvml_used_peak_bytes is not None:
+        return fits(gpu, m.nvml_used_peak_bytes, context_bytes=0)
+    predicted = (m.details or {}).get("reserved_peak_bytes")
+    reserved = m.peak_reserved_bytes if m.peak_reserved_bytes is not None else predicted
+    return fits(gpu, reserved if isinstance(reserved, int) else peak)
+
+
 def adamw_run(result: ProfileResult) -> RunResult | None:
     """The AdamW run savings are measured against: ``adamw``, else the first ``adamw-*``."""
     runs = [r for r in result.runs if r.status == "ok" and r.memory]
@@ -110,7 +124,7 @@ def summary_row(result: ProfileResult, run: RunResult, base: RunResult | None) -
         "state_saving_vs_adamw_bytes": state.bytes, "state_saving_vs_adamw_pct": state.pct,
         "peak_saving_vs_adamw_bytes": peak_saving.bytes, "peak_saving_vs_adamw_pct": peak_saving.pct,
         **_latency(run),
-        **{f"fits[{name}]": (None if peak is None else peak <= GPUS[name].memory_bytes) for name in FIT_GPUS},
+        **{f"fits[{name}]": _fits(GPUS[name], run, peak) for name in FIT_GPUS},
         "error": run.error, "note": run.note,
     }
 
