@@ -311,12 +311,17 @@ def _largest_reserved_batch(allocated: Callable[[int], int], need: Callable[[int
     (a batch a step smaller at the least). Each call costs a trace of that batch: a few in all.
     """
     best = max_batch_size(allocated, usable)
+    too_big = None  # the smallest batch seen not to fit on the reserved bytes
     while best > 0 and need(best) > usable:
+        too_big = best
         if best == 1:
             return 0
         scale = need(best) / max(allocated(best), 1)
         guess = max_batch_size(lambda b, scale=scale: math.ceil(allocated(b) * scale), usable, limit=best - 1)
         best = guess if 0 < guess < best else best - 1
+    while too_big is not None and too_big - best > 1:  # the ratio overshot: bisect back up (reserved is stepwise)
+        middle = (best + too_big) // 2
+        best, too_big = (middle, too_big) if need(middle) <= usable else (best, middle)
     return best
 
 
