@@ -23,7 +23,7 @@ from sgdsai_cli.results import MemoryResult, ProfileResult, RunResult
 
 NOTE_META = ("Params, grads and state are exact from the meta device (optimizer.state after a real step()); "
              "activations, transient and peak are an estimate from a fake-tensor allocation trace. A real CUDA "
-             "run adds the CUDA context (~0.3-0.6 GiB) and allocator rounding.")
+             "run adds the caching allocator's rounding (the predicted reserved peak) and the CUDA context.")
 NOTE_MEASURED = ("Measured on {device}: allocated = live tensors, reserved = what the caching allocator holds, "
                  "NVML = the whole process (CUDA context included); estimated = the fake-tensor trace.")
 # the peak a "fits" row is judged by: the first of these a run has
@@ -78,6 +78,10 @@ def _fits(gpu, run: RunResult, peak: int | None) -> bool | None:
     return fits(gpu, reserved if isinstance(reserved, int) else peak)
 
 
+def _int_or_none(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def adamw_run(result: ProfileResult) -> RunResult | None:
     """The AdamW run savings are measured against: ``adamw``, else the first ``adamw-*``."""
     runs = [r for r in result.runs if r.status == "ok" and r.memory]
@@ -120,6 +124,7 @@ def summary_row(result: ProfileResult, run: RunResult, base: RunResult | None) -
         "param_bytes": m.param_bytes, "grad_bytes": m.grad_bytes, "state_bytes": m.state_bytes,
         **{f"state_bytes[{k}]": m.state_bytes_by_key.get(k) for k in state_keys(result)},
         **{key: getattr(m, key) for _, key in OPTIONAL_ROWS},
+        "predicted_reserved_peak_bytes": _int_or_none((m.details or {}).get("reserved_peak_bytes")),
         "peak_bytes": peak, "peak_source": peak_what,
         "state_saving_vs_adamw_bytes": state.bytes, "state_saving_vs_adamw_pct": state.pct,
         "peak_saving_vs_adamw_bytes": peak_saving.bytes, "peak_saving_vs_adamw_pct": peak_saving.pct,
@@ -146,6 +151,8 @@ def _table_spec(result: ProfileResult, rows: list[dict[str, Any]]) -> list[tuple
     spec += [(f"  state[{k}]", f"state_bytes[{k}]", "gib") for k in state_keys(result)]
     spec += [(label, key, "gib") for label, key in OPTIONAL_ROWS
              if present(key) or (key == "estimated_peak_bytes" and not present("peak_allocated_bytes"))]
+    if present("predicted_reserved_peak_bytes"):
+        spec += [("reserved peak (predicted)", "predicted_reserved_peak_bytes", "gib")]
     if adamw_run(result) is not None:
         spec += [("state saving vs AdamW", "state_saving_vs_adamw_bytes", "saving"),
                  ("peak saving vs AdamW", "peak_saving_vs_adamw_bytes", "saving")]
@@ -192,7 +199,9 @@ def notes(doc: ProfileResult | dict) -> list[str]:
     device = result.environment.device.get("name") or "the device"
     sources = sorted({r["peak_source"] for r in summary_rows(result) if r["peak_source"]})
     lines = [NOTE_MEASURED.format(device=device) if measured else NOTE_META,
-             f"fits: {' / '.join(sources) or 'peak'} peak <= the card's total memory (GiB in brackets)."]
+             f"fits: {' / '.join(sources) or 'peak'} peak, by plan's rule: NVML used <= the card's memory, else "
+             "(reserved peak, measured or predicted, else allocated) + the card's context allowance <= its memory "
+             "(GiB in brackets)."]
     for run in result.runs:
         if run.error:
             lines.append(f"{run.optimizer}: {run.status}: {run.error}")
