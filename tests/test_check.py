@@ -343,3 +343,44 @@ def test_compare_refuses_non_finite_tolerances(bad):
         compare_documents(BASE, BASE, tolerance=bad)
     with pytest.raises(BadInput, match="must be a finite fraction, zero or more"):
         compare_documents(BASE, BASE, tolerance=0.01, tolerance_latency=bad)
+
+
+def _two_ranks(doc: dict, state_of_rank1: int) -> dict:
+    """``doc``'s first run as ranks 0 and 1 of a 2-rank FSDP2 job (rank 1 with ``state_of_rank1`` state bytes)."""
+    doc = copy.deepcopy(doc)
+    run = doc["runs"][0]
+    ranks = []
+    for rank in (0, 1):
+        r = copy.deepcopy(run)
+        r.update({"rank": rank, "world_size": 2, "parallel": "fsdp2"})
+        if rank == 1:
+            r["memory"]["state_bytes"] = state_of_rank1
+        ranks.append(r)
+    doc["runs"] = ranks
+    return doc
+
+
+def test_a_regression_on_any_rank_fails_the_check(tiny_profile):
+    state = tiny_profile["runs"][0]["memory"]["state_bytes"]
+    base = _two_ranks(tiny_profile, state)
+    same = compare(ProfileResult.from_dict(_two_ranks(tiny_profile, state)), ProfileResult.from_dict(base),
+                   tolerance=0.0)
+    assert same.passed and same.matched_runs == 2
+    grown = compare(ProfileResult.from_dict(_two_ranks(tiny_profile, state + 1000)), ProfileResult.from_dict(base),
+                    tolerance=0.0)
+    [failure] = grown.failures
+    assert (failure.metric, failure.verdict) == ("state_bytes", "regression")
+    assert failure.run.endswith("(fsdp2 rank 1/2)")
+
+
+def test_ranks_never_pair_with_a_single_process_run(tiny_profile):
+    with pytest.raises(BadInput, match="nothing to compare"):
+        compare(ProfileResult.from_dict(_two_ranks(tiny_profile, 1)), ProfileResult.from_dict(tiny_profile),
+                tolerance=0.0)
+
+
+def test_per_rank_rows_are_labelled_side_by_side(tiny_profile):
+    from sgdsai_cli.render.profile import summary_rows
+
+    assert [r["column"] for r in summary_rows(_two_ranks(tiny_profile, 1))] == ["sgdsai r0", "sgdsai r1"]
+    assert [r["column"] for r in summary_rows(tiny_profile)] == [r["optimizer"] for r in tiny_profile["runs"]]

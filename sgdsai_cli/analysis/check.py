@@ -9,7 +9,8 @@ Rules:
 - the two results must profile the same model: equal fingerprints, or equal display names
   (``model_match``; a path's spelling does not count); the same name with another fingerprint is a
   regression (the architecture changed under that name);
-- runs are matched by (model, precision, device type, optimizer, implementation); two runs with the
+- runs are matched by (model, precision, device type, optimizer, implementation, and for one rank of
+  a parallel job its mode, rank and world size: a regression on any rank fails); two runs with the
   same key are matched in the order they appear, and only when both sides hold the same number of
   them (otherwise which copy pairs with which is a guess: ``BadInput``);
 - every memory metric (a ``*_bytes`` number) present in both runs is compared: growth beyond
@@ -174,13 +175,21 @@ def parse_budgets(texts: list[str] | None) -> dict[str, int]:
 
 
 def _run_key(result: ProfileResult, run: RunResult, model: str) -> tuple:
-    return (model, result.spec.precision, result.device_type, run.optimizer, run.impl)
+    return (model, result.spec.precision, result.device_type, run.optimizer, run.impl, _rank_of(run))
+
+
+def _rank_of(run: RunResult) -> str:
+    """'' for a single-process run; 'fsdp2 rank 1/8' for one rank of a parallel job (each rank compared alone)."""
+    extra = run.extra or {}
+    if extra.get("parallel") in (None, "none") and extra.get("rank") is None:
+        return ""
+    return f"{extra.get('parallel')} rank {extra.get('rank')}/{extra.get('world_size')}"
 
 
 def _label(key: tuple) -> tuple[str, str]:
-    """(case, run) for a run key: ('llama2-7b fp32 meta', 'sgdsai/foreach')."""
-    model, precision, device, optimizer, impl = key
-    return f"{model} {precision} {device}", f"{optimizer}/{impl or '-'}"
+    """(case, run) for a run key: ('llama2-7b fp32 meta', 'sgdsai/foreach'), a rank after the run when there is one."""
+    model, precision, device, optimizer, impl, rank = key
+    return f"{model} {precision} {device}", f"{optimizer}/{impl or '-'}" + (f" ({rank})" if rank else "")
 
 
 def _indexed_runs(result: ProfileResult, model: str) -> dict[tuple, RunResult]:
@@ -283,22 +292,22 @@ def compare(
     for ikey, brun in baseline.items():
         crun = current.get(ikey)
         if crun is None:
-            report.rows.append(CheckRow(*_label(ikey[:5]), "run", "run", brun.status, None, None, MISSING))
+            report.rows.append(CheckRow(*_label(ikey[:6]), "run", "run", brun.status, None, None, MISSING))
         else:
             report.matched_runs += 1
-            report.rows += _compare_run(_label(ikey[:5]), brun, crun, tolerance,
+            report.rows += _compare_run(_label(ikey[:6]), brun, crun, tolerance,
                                         tolerance_latency if compare_latency else None)
-    report.rows += [CheckRow(*_label(ikey[:5]), "run", "run", None, crun.status, None, NEW)
+    report.rows += [CheckRow(*_label(ikey[:6]), "run", "run", None, crun.status, None, NEW)
                     for ikey, crun in current.items() if ikey not in baseline]
     for key, limit in budgets.items():
         report.rows += _budget_rows(current, key, limit)
     if report.matched_runs == 0 and not budgets:
-        base_keys = sorted({" ".join(_label(k[:5])) for k in baseline}) or ["none"]
-        cur_keys = sorted({" ".join(_label(k[:5])) for k in current}) or ["none"]
+        base_keys = sorted({" ".join(_label(k[:6])) for k in baseline}) or ["none"]
+        cur_keys = sorted({" ".join(_label(k[:6])) for k in current}) or ["none"]
         raise BadInput("nothing to compare: no run matches the baseline by model, precision, device, optimizer "
                        f"and implementation (baseline has {', '.join(base_keys)}; result has {', '.join(cur_keys)})")
     if report.compared == 0 and report.passed:
-        matched = [f"{r} ({c})" for c, r in (_label(k[:5]) for k in baseline if k in current)]
+        matched = [f"{r} ({c})" for c, r in (_label(k[:6]) for k in baseline if k in current)]
         shown = ", ".join(matched[:3]) + (f" and {len(matched) - 3} more" if len(matched) > 3 else "")
         raise BadInput(f"nothing to compare: the matched runs ({shown}) have no memory or latency figure that is "
                        "non-null in both the result and the baseline, and no budget was given")
@@ -345,7 +354,7 @@ def _budget_rows(current: dict[tuple, RunResult], key: str, limit: int) -> list[
         value = budget_value(crun.memory, key)
         if value is not None:
             verdict = OVER_BUDGET if value > limit else WITHIN_BUDGET
-            rows.append(CheckRow(*_label(ikey[:5]), f"budget {key}", "budget", limit, value,
+            rows.append(CheckRow(*_label(ikey[:6]), f"budget {key}", "budget", limit, value,
                                  _relative(limit, value), verdict))
     if not rows:
         raise BadInput(f"budget '{key}': no run in the result has a {key} figure"

@@ -121,6 +121,7 @@ def summary_row(result: ProfileResult, run: RunResult, base: RunResult | None) -
     peak_saving = _saving(peak_bytes(base)[0], peak) if versus else Saving(None, None)
     return {
         "optimizer": run.optimizer, "impl": run.impl, "status": run.status,
+        "column": run.optimizer + (f" r{rank}" if (rank := (run.extra or {}).get("rank")) is not None else ""),
         "param_bytes": m.param_bytes, "grad_bytes": m.grad_bytes, "state_bytes": m.state_bytes,
         **{f"state_bytes[{k}]": m.state_bytes_by_key.get(k) for k in state_keys(result)},
         **{key: getattr(m, key) for _, key in OPTIONAL_ROWS},
@@ -219,7 +220,7 @@ def profile_frames(doc: ProfileResult | dict) -> dict[str, Any]:
     rows = summary_rows(result)
     spec = _table_spec(result, rows)
     table = pd.DataFrame([[cell(r, key, kind) for r in rows] for _, key, kind in spec],
-                         index=[label.strip() for label, _, _ in spec], columns=[r["optimizer"] for r in rows])
+                         index=[label.strip() for label, _, _ in spec], columns=[r["column"] for r in rows])
     table.index.name = "GiB unless marked"
     return {f"Memory per optimizer: {title(result)}": table, "Runs (bytes)": pd.DataFrame(rows)}
 
@@ -234,7 +235,7 @@ def profile_renderables(doc: ProfileResult | dict) -> list:
     table = Table(show_lines=False)
     table.add_column("", style="bold", overflow="fold")
     for r in rows:
-        table.add_column(r["optimizer"], justify="right", overflow="fold")
+        table.add_column(r["column"], justify="right", overflow="fold")  # "sgdsai r1": one rank of a job
     for label, key, kind in _table_spec(result, rows):
         cells = []
         for r in rows:
