@@ -352,9 +352,12 @@ class PlanResult(Document):
 
 def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
          batch_size: int = 1, seq_len: int = 512, context_bytes: int | None = None,
-         activation_fn=None, step_fn=None, reserved_fn=None,
+         activation_fn=None, step_fn=None, reserved_fn=None, parallel: str = "none",
          on_progress: ProgressCallback | None = None) -> PlanResult:
-    """Resolve names (BadInput for unknown ones) and plan every (optimizer, precision, GPU)."""
+    """Resolve names (BadInput for unknown ones) and plan every (optimizer, precision, GPU).
+
+    ``parallel="fsdp2"`` adds ``fsdp2_rows``: the fewest FSDP2 ranks from the one-process simulation
+    (``plan_fsdp2``), beside the formula counts of every row's ``gpus_needed``."""
     from sgdsai_cli.analysis.gpus import resolve_gpu
     from sgdsai_cli.models import resolve_model
     from sgdsai_cli.optim.registry import resolve_optimizer
@@ -377,6 +380,8 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         if gpu.memory_bytes <= context:
             raise BadInput(f"GPU '{gpu.name}' has no memory left after the context allowance of {context} "
                            "bytes", field="gpu", value=gpu.name)
+    if parallel not in ("none", "fsdp2"):
+        raise BadInput(f"bad parallel {parallel!r} (none or fsdp2)", field="parallel", value=parallel)
     model_spec = resolve_model(model)
     rows = plan_rows(model_spec, precisions, gpu_records, optimizers, batch_size=batch_size, seq_len=seq_len,
                      context_bytes=context_bytes, activation_fn=activation_fn, step_fn=step_fn,
@@ -400,4 +405,14 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         },
         "rows": [asdict(r) for r in rows],
     }
+    if parallel == "fsdp2":
+        from sgdsai_cli.analysis.plan_fsdp2 import fsdp2_rows
+
+        spec["parallel"] = "fsdp2"
+        body["assumptions"]["fsdp2_rows"] = (
+            "gpus_needed: the fewest ranks (1, 2, 4, ...) whose simulated rank-0 step peak (real fully_shard over "
+            "torch's fake process group, fake tensors) plus the card's context fits the card; allocated bytes, "
+            "the communication library's own buffers not counted")
+        body["fsdp2_rows"] = fsdp2_rows(model_spec, precisions, gpu_records, optimizers, batch_size=batch_size,
+                                        seq_len=seq_len, context_bytes=context_bytes, on_progress=on_progress)
     return PlanResult(spec=spec, body=body, environment=Environment.current())

@@ -32,6 +32,9 @@ def plan_command(
     context: str = typer.Option(None, "--context", metavar="SIZE", show_default=False,
                                 help="CUDA context allowance subtracted from every GPU. [default: each card's "
                                      "own: measured on the H100, the H100 figure assumed elsewhere]"),
+    parallel: str = typer.Option("none", "--parallel", metavar="MODE",
+                                 help="fsdp2: also the fewest FSDP2 ranks per GPU from the per-rank simulation "
+                                      "(slower: one simulation per world size tried)."),
     json_path: Path = opt.json_option("Write the plan document (kind: plan) here."),
     out: Path = opt.out_option("Folder for plan.json and the plot (PNG and SVG)."),
     output_format: str = opt.format_option(FORMATS),
@@ -41,7 +44,7 @@ def plan_command(
     from sgdsai_cli.analysis.plan import plan
     from sgdsai_cli.errors import BadInput
     from sgdsai_cli.files import check_writable, dumps
-    from sgdsai_cli.render.plan import NOTES, plan_table
+    from sgdsai_cli.render.plan import NOTES, fsdp2_table, plan_table
     from sgdsai_cli.render.plan_figures import write_plan_figures
     from sgdsai_cli.units import parse_size
 
@@ -56,7 +59,7 @@ def plan_command(
     opt.prepare_out(out, "plan.json")
     with progress_bar(quiet) as on_progress:
         result = plan(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
-                      context_bytes=context_bytes, on_progress=on_progress)
+                      context_bytes=context_bytes, parallel=parallel, on_progress=on_progress)
     written = []
     if json_path is not None:
         written.append(result.save(json_path))
@@ -68,6 +71,9 @@ def plan_command(
         return
     console = stdout()
     console.print(plan_table(result.to_dict()))
+    fsdp2 = fsdp2_table(result.to_dict())
+    if fsdp2 is not None:
+        console.print(fsdp2)
     if not quiet:
         console.print(NOTES, highlight=False, markup=False)
         for path in written:
