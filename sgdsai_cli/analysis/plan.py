@@ -353,7 +353,7 @@ class PlanResult(Document):
 def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
          batch_size: int = 1, seq_len: int = 512, context_bytes: int | None = None,
          activation_fn=None, step_fn=None, reserved_fn=None, parallel: str = "none",
-         on_progress: ProgressCallback | None = None) -> PlanResult:
+         activation_checkpointing: str = "none", on_progress: ProgressCallback | None = None) -> PlanResult:
     """Resolve names (BadInput for unknown ones) and plan every (optimizer, precision, GPU).
 
     ``parallel="fsdp2"`` adds ``fsdp2_rows``: the fewest FSDP2 ranks from the one-process simulation
@@ -382,7 +382,14 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
                            "bytes", field="gpu", value=gpu.name)
     if parallel not in ("none", "fsdp2"):
         raise BadInput(f"bad parallel {parallel!r} (none or fsdp2)", field="parallel", value=parallel)
+    from sgdsai_cli.models.checkpointing import parse_policy
+
+    checkpointing = parse_policy(activation_checkpointing)
     model_spec = resolve_model(model)
+    if checkpointing != "none":
+        import dataclasses
+
+        model_spec = dataclasses.replace(model_spec, checkpointing=checkpointing)
     rows = plan_rows(model_spec, precisions, gpu_records, optimizers, batch_size=batch_size, seq_len=seq_len,
                      context_bytes=context_bytes, activation_fn=activation_fn, step_fn=step_fn,
                      reserved_fn=reserved_fn, on_progress=on_progress)
@@ -405,6 +412,8 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         },
         "rows": [asdict(r) for r in rows],
     }
+    if checkpointing != "none":
+        spec["activation_checkpointing"] = checkpointing
     if parallel == "fsdp2":
         from sgdsai_cli.analysis.plan_fsdp2 import fsdp2_rows
 

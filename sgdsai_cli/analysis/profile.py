@@ -43,6 +43,7 @@ class ProfileRequest:
     seed: int = 0
     snapshot: bool = False  # real CUDA runs: a memory snapshot per optimizer (needs out_dir)
     name: str | None = None  # the display name recorded (None: the preset name, or the config path normalised)
+    activation_checkpointing: str = "none"  # none, full, every=N: torch.utils.checkpoint on the repeated blocks
     parallel: str = "none"  # none, or fsdp2: what one rank holds, simulated on meta (measure.parallel)
     world_size: int = 1  # ranks of the --parallel job
     shard_size: int | None = None  # ranks a tensor is sharded over (None: all; fewer: HSDP)
@@ -154,6 +155,11 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
     if request.model is None:
         raise BadInput("no model given (a preset name such as llama2-7b, or a config.json path)", field="model")
     model_spec = resolve_model(request.model, attn_implementation=request.attn_implementation)
+    from sgdsai_cli.models.checkpointing import parse_policy
+
+    checkpointing = parse_policy(request.activation_checkpointing)
+    if checkpointing != "none":
+        model_spec = replace(model_spec, checkpointing=checkpointing)
     precision = resolve_precision(request.precision)
     if not request.optimizers:
         raise BadInput("no optimizers to profile", field="optimizers")
@@ -185,6 +191,8 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
                              or any(not c.isprintable() for c in name)):
         raise BadInput(f"bad name {name!r} (a non-empty printable text of at most 200 characters)",
                        field="name", value=name)
+    if checkpointing != "none":  # recorded, so a baseline re-runs the same recipe
+        spec.extra["activation_checkpointing"] = checkpointing
     if request.attn_implementation not in (None, "sdpa"):  # recorded, so a baseline re-runs the same attention
         spec.extra["attn_implementation"] = request.attn_implementation
     return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot,

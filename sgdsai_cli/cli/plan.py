@@ -35,6 +35,9 @@ def plan_command(
     parallel: str = typer.Option("none", "--parallel", metavar="MODE",
                                  help="fsdp2: also the fewest FSDP2 ranks per GPU from the per-rank simulation "
                                       "(slower: one simulation per world size tried)."),
+    activation_checkpointing: str = typer.Option("none", "--activation-checkpointing", metavar="POLICY",
+                                                 help="none, full or every=N: plan with the blocks' activations "
+                                                      "recomputed in backward."),
     json_path: Path = opt.json_option("Write the plan document (kind: plan) here."),
     out: Path = opt.out_option("Folder for plan.json and the plot (PNG and SVG)."),
     output_format: str = opt.format_option(FORMATS),
@@ -59,7 +62,8 @@ def plan_command(
     opt.prepare_out(out, "plan.json")
     with progress_bar(quiet) as on_progress:
         result = plan(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
-                      context_bytes=context_bytes, parallel=parallel, on_progress=on_progress)
+                      context_bytes=context_bytes, parallel=parallel,
+                      activation_checkpointing=activation_checkpointing, on_progress=on_progress)
     written = []
     if json_path is not None:
         written.append(result.save(json_path))

@@ -76,6 +76,10 @@ def profile_command(
     nproc: str = typer.Option(None, "--nproc", metavar="N", show_default=False,
                               help="--parallel fsdp2 on cpu/cuda: start N ranks here through torchrun "
                                    "(rank 0 writes the result)."),
+    activation_checkpointing: str = typer.Option(None, "--activation-checkpointing", metavar="POLICY",
+                                                 show_default=False,
+                                                 help="none, full or every=N: recompute the blocks' activations "
+                                                      "in backward (torch.utils.checkpoint). [default: none]"),
     attn_implementation: str = typer.Option(None, "--attn-implementation", metavar="A", show_default=False,
                                             help="transformers models: sdpa, eager or flash_attention_2. "
                                                  "[default: sdpa]"),
@@ -121,6 +125,7 @@ def profile_command(
         "world_size": opt.optional(opt.parse_int, "--world-size", world_size),
         "shard_size": opt.optional(opt.parse_int, "--shard-size", shard_size),
         "attn_implementation": attn_implementation,
+        "activation_checkpointing": activation_checkpointing,
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")

@@ -24,7 +24,8 @@ def model_spec_to_dict(model_spec) -> dict[str, Any]:
     "attn_implementation"}``, a factory's ``{"target"}`` (``"callable"`` instead when it cannot be imported again)."""
     cfg = model_spec.config
     config = cfg.to_dict() if model_spec.family in ("hf", "factory") else asdict(cfg)
-    return {"name": model_spec.name, "family": model_spec.family, "config": config, "params": model_spec.params}
+    return {"name": model_spec.name, "family": model_spec.family, "config": config, "params": model_spec.params,
+            "checkpointing": model_spec.checkpointing}
 
 
 def model_spec_from_dict(d: dict[str, Any]):
@@ -35,7 +36,7 @@ def model_spec_from_dict(d: dict[str, Any]):
                "hf": models.HFConfig.from_dict, "factory": models.FactoryConfig.from_dict}
     make = classes[d["family"]]
     config = make(d["config"]) if d["family"] in ("hf", "factory") else make(**d["config"])
-    return models.ModelSpec(d["name"], d["family"], config, d.get("params"))
+    return models.ModelSpec(d["name"], d["family"], config, d.get("params"), d.get("checkpointing", "none"))
 
 
 @dataclass

@@ -90,7 +90,7 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
-            return build(spec, device, dtype)
+            return _checkpointed(spec, build(spec, device, dtype))
         finally:
             torch.set_default_dtype(previous)
     cls = _MODEL_CLASSES.get(spec.family)
@@ -115,7 +115,16 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
     if device.type != "meta":
         with torch.no_grad():
             model.init_weights()
-    return model.train()
+    return _checkpointed(spec, model.train())
+
+
+def _checkpointed(spec: ModelSpec, model: nn.Module) -> nn.Module:
+    """``model`` with its blocks checkpointed as ``spec.checkpointing`` says (models.checkpointing)."""
+    if spec.checkpointing != "none":
+        from sgdsai_cli.models.checkpointing import apply_checkpointing
+
+        apply_checkpointing(model, decoder_layers(model), spec.checkpointing)
+    return model
 
 
 def count_params(model: nn.Module) -> int:

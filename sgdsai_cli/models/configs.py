@@ -118,3 +118,4 @@ class ModelSpec:
     family: str  # "gpt2" | "llama" | "vit" | "hf" | "factory"
     config: GPT2Config | LlamaConfig | ViTConfig | HFConfig | FactoryConfig
     params: int | None  # documented parameter count for presets (golden); None for config files
+    checkpointing: str = "none"  # activation checkpointing of the blocks: none, full, every=N (models.checkpointing)

@@ -40,7 +40,7 @@ def depth_reducible(spec: ModelSpec) -> bool:
     from sgdsai_cli.models import hf_model
     from sgdsai_cli.models.build import build_model, decoder_layers, layer_signature
 
-    if spec.family == "factory":
+    if spec.family == "factory" or spec.checkpointing.startswith("every="):  # blocks differ: some recompute
         return False
     if spec.family != "hf":
         return True
