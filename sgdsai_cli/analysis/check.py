@@ -155,9 +155,9 @@ def parse_budget(text: str) -> tuple[str, int]:
     key, sep, size = str(text).partition("=")
     key = key.strip().lower().removesuffix("_bytes")
     if not sep or not key or not size.strip():
-        raise BadInput(f"bad budget '{text}' (use KEY=SIZE, e.g. state=30GiB or peak=80GB)")
+        raise BadInput(f"bad budget {str(text)!r} (use KEY=SIZE, e.g. state=30GiB or peak=80GB)")
     if key not in BUDGET_KEYS:
-        raise BadInput(f"unknown budget key '{key}' in '{text}'" + did_you_mean(key, BUDGET_KEYS))
+        raise BadInput(f"unknown budget key '{key}' in {str(text)!r}" + did_you_mean(key, BUDGET_KEYS))
     return key, parse_size(size)
 
 
@@ -168,7 +168,7 @@ def parse_budgets(texts: list[str] | None) -> dict[str, int]:
     for text in texts or []:
         key, limit = parse_budget(text)
         if key in budgets:
-            raise BadInput(f"budget '{key}' given twice ('{given[key]}' and '{text}'): give one budget per key",
+            raise BadInput(f"budget '{key}' given twice ('{given[key]}' and {str(text)!r}): give one budget per key",
                            field="budget", value=text)
         budgets[key], given[key] = limit, text
     return budgets

@@ -60,7 +60,7 @@ def parse_steps(text: str | Sequence[int]) -> list[int]:
     from) is always measured, listed or not.
     """
     def bad(why: str) -> BadInput:
-        return BadInput(f"bad steps '{text}' ({why})", field="steps", value=text)
+        return BadInput(f"bad steps {str(text)!r} ({why})", field="steps", value=text)
 
     if isinstance(text, str):
         parts = [p.strip() for p in text.split(",")]

@@ -59,9 +59,9 @@ def parse_int(flag: str, text: object, minimum: int = 1) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise BadInput(f"bad {flag} '{text}' (must be a whole number)") from None
+        raise BadInput(f"bad {flag} {str(text)!r} (must be a whole number)") from None
     if value < minimum:
-        raise BadInput(f"bad {flag} '{text}' (must be at least {minimum})")
+        raise BadInput(f"bad {flag} {str(text)!r} (must be at least {minimum})")
     return value
 
 
@@ -70,9 +70,9 @@ def parse_positive(flag: str, text: object) -> float:
     try:
         value = float(str(text).strip())
     except ValueError:
-        raise BadInput(f"bad {flag} '{text}' (must be a number)") from None
+        raise BadInput(f"bad {flag} {str(text)!r} (must be a number)") from None
     if not math.isfinite(value) or value <= 0:
-        raise BadInput(f"bad {flag} '{text}' (must be greater than zero)")
+        raise BadInput(f"bad {flag} {str(text)!r} (must be greater than zero)")
     return value
 
 

@@ -85,7 +85,7 @@ def auto_config(cfg: HFConfig):
                        value=model_type)
     try:
         return transformers.AutoConfig.for_model(model_type, **d)
-    except (ValueError, KeyError, TypeError) as e:
+    except Exception as e:  # transformers and huggingface_hub validation errors of every kind: the config is bad
         raise BadInput(f"transformers refuses this config ({model_type}): {_first_line(e)}", field="model_type",
                        value=model_type) from None
 
