@@ -224,11 +224,11 @@ def test_torchrun_rows_per_rank_equal_the_simulation(torchrun_doc, optimizer):
         m = r["memory"]
         assert (m["param_bytes"], m["grad_bytes"], m["state_bytes_by_key"]) == (
             sim.param_bytes, sim.grad_bytes, sim.state_bytes_by_key)
-        # The measured steady-step peak is the simulated one plus 248 bytes, or (about one run in six) one
-        # block's communication buffer more, held until gloo's thread finishes: the simulation frees in
-        # program order.
+        # The measured steady-step peak is the simulated one plus 248 bytes, plus at times part or all of one
+        # block's communication buffer, which gloo's thread frees after the step moved on (the simulation
+        # frees in program order). Seen in 10 runs on the 2-core VM: +248, +72,440 and +185,080 bytes.
         extra = m["peak_allocated_bytes"] - sim.estimated_peak_bytes
-        assert 0 <= extra <= 1024 or 0 <= extra - sim.details["all_gather_block_bytes"] <= 1024
+        assert 0 <= extra <= sim.details["all_gather_block_bytes"] + 1024
         assert r["latency_ms"]["step"]["n"] == 2
     assert set(torchrun_doc["parallel"]["straggler_spread"]) == {"sgdsai", "adamw"}
 
