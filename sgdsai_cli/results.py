@@ -98,7 +98,8 @@ class ModelInfo(_Record):
     params: int | None = None
     param_tensors: int | None = None
     param_bytes: int | None = None
-    grad_bytes: int | None = None
+    grad_bytes: int | None = None  # the trainable parameters' bytes: all of them, or a LoRA model's adapters
+    trainable_params: int | None = None  # elements that get gradients and state (None in older results: all)
     extra: dict[str, Any] = field(default_factory=dict)
 
 

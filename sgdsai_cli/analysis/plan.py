@@ -215,21 +215,21 @@ def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
 
     prec = resolve_precision(precision)
     trace = estimate.trace_step(model_spec, prec, optimizer)  # on the CUDA default path
-    param_bytes = estimate.param_bytes(model_spec, prec)
-    return {"impl": trace.impl, "param_bytes": param_bytes, "grad_bytes": param_bytes,
+    return {"impl": trace.impl, "param_bytes": estimate.param_bytes(model_spec, prec),
+            "grad_bytes": estimate.grad_bytes_of(model_spec, prec),
             "state_bytes": trace.state_bytes, "step_transient_bytes": trace.step_transient_bytes}
 
 
 def model_info(model_spec) -> dict:
     """Name, family, parameter count and tensor count (a meta build: allocates nothing)."""
     from sgdsai_cli.measure.identity import display_name, model_fingerprint
-    from sgdsai_cli.models import build_model
+    from sgdsai_cli.models import build_model, trainable_parameters
 
     model = build_model(model_spec, device="meta")
     params = list(model.parameters())
     return {"name": display_name(model_spec), "family": model_spec.family,
             "fingerprint": model_fingerprint(model_spec, model), "params": sum(p.numel() for p in params),
-            "param_tensors": len(params)}
+            "param_tensors": len(params), "trainable_params": sum(p.numel() for p in trainable_parameters(model))}
 
 
 def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, seq_len: int = 512,
@@ -353,7 +353,7 @@ class PlanResult(Document):
 def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
          batch_size: int = 1, seq_len: int = 512, context_bytes: int | None = None,
          activation_fn=None, step_fn=None, reserved_fn=None, parallel: str = "none",
-         activation_checkpointing: str = "none", on_progress: ProgressCallback | None = None) -> PlanResult:
+         activation_checkpointing: str = "none", lora=None, on_progress: ProgressCallback | None = None) -> PlanResult:
     """Resolve names (BadInput for unknown ones) and plan every (optimizer, precision, GPU).
 
     ``parallel="fsdp2"`` adds ``fsdp2_rows``: the fewest FSDP2 ranks from the one-process simulation
@@ -384,12 +384,15 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         raise BadInput(f"bad parallel {parallel!r} (none or fsdp2)", field="parallel", value=parallel)
     from sgdsai_cli.models.checkpointing import parse_policy
 
+    from sgdsai_cli.models.lora import parse_lora
+
     checkpointing = parse_policy(activation_checkpointing)
+    lora_spec = parse_lora(lora)
     model_spec = resolve_model(model)
-    if checkpointing != "none":
+    if checkpointing != "none" or lora_spec is not None:
         import dataclasses
 
-        model_spec = dataclasses.replace(model_spec, checkpointing=checkpointing)
+        model_spec = dataclasses.replace(model_spec, checkpointing=checkpointing, lora=lora_spec)
     rows = plan_rows(model_spec, precisions, gpu_records, optimizers, batch_size=batch_size, seq_len=seq_len,
                      context_bytes=context_bytes, activation_fn=activation_fn, step_fn=step_fn,
                      reserved_fn=reserved_fn, on_progress=on_progress)
@@ -414,6 +417,8 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
     }
     if checkpointing != "none":
         spec["activation_checkpointing"] = checkpointing
+    if lora_spec is not None:
+        spec["lora"] = lora_spec.text()
     if parallel == "fsdp2":
         from sgdsai_cli.analysis.plan_fsdp2 import fsdp2_rows
 

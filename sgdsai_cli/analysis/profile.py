@@ -44,6 +44,7 @@ class ProfileRequest:
     snapshot: bool = False  # real CUDA runs: a memory snapshot per optimizer (needs out_dir)
     name: str | None = None  # the display name recorded (None: the preset name, or the config path normalised)
     activation_checkpointing: str = "none"  # none, full, every=N: torch.utils.checkpoint on the repeated blocks
+    lora: Any = None  # LoRA through peft: "r=16,alpha=32,targets=q_proj,v_proj", a peft adapter_config.json; None
     parallel: str = "none"  # none, or fsdp2: what one rank holds, simulated on meta (measure.parallel)
     world_size: int = 1  # ranks of the --parallel job
     shard_size: int | None = None  # ranks a tensor is sharded over (None: all; fewer: HSDP)
@@ -157,9 +158,12 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
     model_spec = resolve_model(request.model, attn_implementation=request.attn_implementation)
     from sgdsai_cli.models.checkpointing import parse_policy
 
+    from sgdsai_cli.models.lora import parse_lora
+
     checkpointing = parse_policy(request.activation_checkpointing)
-    if checkpointing != "none":
-        model_spec = replace(model_spec, checkpointing=checkpointing)
+    lora = parse_lora(request.lora)
+    if checkpointing != "none" or lora is not None:
+        model_spec = replace(model_spec, checkpointing=checkpointing, lora=lora)
     precision = resolve_precision(request.precision)
     if not request.optimizers:
         raise BadInput("no optimizers to profile", field="optimizers")
@@ -193,6 +197,8 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
                        field="name", value=name)
     if checkpointing != "none":  # recorded, so a baseline re-runs the same recipe
         spec.extra["activation_checkpointing"] = checkpointing
+    if lora is not None:
+        spec.extra["lora"] = lora.text()
     if request.attn_implementation not in (None, "sdpa"):  # recorded, so a baseline re-runs the same attention
         spec.extra["attn_implementation"] = request.attn_implementation
     return ProfilePlan(model_spec, spec, list(request.optimizers), float(interval), request.snapshot,

@@ -33,6 +33,8 @@ SPEC_KEYS: dict[str, tuple[type, ...]] = {
     "tolerance": (str, int, float),
     "baseline": (str,),
     "attn_implementation": (str,),
+    "activation_checkpointing": (str,),
+    "lora": (str,),
 }
 _TYPE_NAMES = {str: "a string", int: "a whole number", float: "a number", list: "a list"}
 

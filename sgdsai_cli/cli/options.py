@@ -31,6 +31,12 @@ def optimizer_option(help: str):
     return typer.Option(None, "--optimizer", "-o", metavar="O", show_default=False, help=help)
 
 
+def lora_option():
+    return typer.Option(None, "--lora", metavar="SPEC", show_default=False,
+                        help="LoRA through peft, base frozen: r=16,alpha=32,targets=q_proj,v_proj[,dropout=0.05]"
+                             "[,dtype=bf16], or a peft adapter_config.json. [default: full training]")
+
+
 def quiet_option():
     return typer.Option(False, "--quiet", "-q", help="Only the result: no progress, no notes.")
 

@@ -38,6 +38,7 @@ def plan_command(
     activation_checkpointing: str = typer.Option("none", "--activation-checkpointing", metavar="POLICY",
                                                  help="none, full or every=N: plan with the blocks' activations "
                                                       "recomputed in backward."),
+    lora: str = opt.lora_option(),
     json_path: Path = opt.json_option("Write the plan document (kind: plan) here."),
     out: Path = opt.out_option("Folder for plan.json and the plot (PNG and SVG)."),
     output_format: str = opt.format_option(FORMATS),
@@ -63,7 +64,7 @@ def plan_command(
     with progress_bar(quiet) as on_progress:
         result = plan(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
                       context_bytes=context_bytes, parallel=parallel,
-                      activation_checkpointing=activation_checkpointing, on_progress=on_progress)
+                      activation_checkpointing=activation_checkpointing, lora=lora, on_progress=on_progress)
     written = []
     if json_path is not None:
         written.append(result.save(json_path))

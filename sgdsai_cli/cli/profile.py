@@ -83,6 +83,7 @@ def profile_command(
     attn_implementation: str = typer.Option(None, "--attn-implementation", metavar="A", show_default=False,
                                             help="transformers models: sdpa, eager or flash_attention_2. "
                                                  "[default: sdpa]"),
+    lora: str = opt.lora_option(),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
     from sgdsai_cli.analysis.profile import prepare_profile, run_profile
@@ -98,7 +99,8 @@ def profile_command(
                 ("--warmup", warmup), ("--steps", steps), ("--sample-interval-ms", sample_interval_ms),
                 ("--json", json_path), ("--out", out), ("--format", output_format), ("--baseline", baseline),
                 ("--tolerance", tolerance), ("--profile", spec_file), ("--parallel", parallel),
-                ("--world-size", world_size), ("--shard-size", shard_size)]
+                ("--world-size", world_size), ("--shard-size", shard_size), ("--lora", lora),
+                ("--activation-checkpointing", activation_checkpointing)]
         flags = {"--update-baseline": update_baseline, "--snapshot": snapshot, "--quiet": quiet,
                  "--verbose": verbose, "--reshard-after-forward": reshard_after_forward is True,
                  "--no-reshard-after-forward": reshard_after_forward is False}
@@ -126,6 +128,7 @@ def profile_command(
         "shard_size": opt.optional(opt.parse_int, "--shard-size", shard_size),
         "attn_implementation": attn_implementation,
         "activation_checkpointing": activation_checkpointing,
+        "lora": lora,
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")

@@ -220,7 +220,7 @@ def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int
             counted.add(id(p))
             tracker.note_grad(p.grad.untyped_storage().nbytes())
 
-    for p in model.parameters():
+    for p in models.trainable_parameters(model):
         handles.append(p.register_post_accumulate_grad_hook(grad_hook))
     layers = models.decoder_layers(model)
     n = len(layers)
@@ -329,11 +329,13 @@ def activation_bytes(model_spec, precision: Precision, batch_size: int, seq_len:
 
 @functools.lru_cache(maxsize=2)
 def _fake_model_with_grads(model_spec, dtype: torch.dtype):
-    """The full model as fake CPU tensors, every parameter with a fake gradient (shared by step traces)."""
+    """The full model as fake CPU tensors, every trainable parameter with a fake gradient (shared by step traces)."""
+    from sgdsai_cli.models import trainable_parameters
+
     fake_mode = _fake_mode()
     model = _build_fake(model_spec, dtype, fake_mode)
     with fake_mode:
-        for p in model.parameters():
+        for p in trainable_parameters(model):
             p.grad = torch.empty_like(p)
     return fake_mode, model
 
@@ -341,12 +343,13 @@ def _fake_model_with_grads(model_spec, dtype: torch.dtype):
 @functools.lru_cache(maxsize=64)
 def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
     """Two ``step()`` calls of ``optimizer`` over the full model's fake parameters and gradients."""
+    from sgdsai_cli.models import trainable_parameters
     from sgdsai_cli.optim.registry import build_optimizer
 
     t0 = time.perf_counter()
     fake_mode, model = _fake_model_with_grads(model_spec, precision.param_dtype)
     with fake_mode:
-        opt, _ = build_optimizer(optimizer, model.parameters())
+        opt, _ = build_optimizer(optimizer, trainable_parameters(model))
         impl = use_cuda_default_path(opt)
         scalars = SymbolicScalars()
         first = LiveTracker(record_events=True)
@@ -386,7 +389,7 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
     st = trace_step(model_spec, precision, optimizer)
     params = param_bytes(model_spec, precision)
     buffers = buffer_bytes(model_spec, precision)  # transformers' rotary inv_freq, position ids, ...: 0 for ours
-    grad_bytes = params
+    grad_bytes = grad_bytes_of(model_spec, precision)  # the trainable parameters' (all, or a LoRA model's adapters)
     peak = params + buffers + st.state_bytes + max(fb.forward_backward_peak_bytes,
                                                    grad_bytes + st.step_transient_bytes)
     from sgdsai_cli.measure.allocator_trace import predict_step_reserved
@@ -429,6 +432,15 @@ def buffer_bytes(model_spec, precision: Precision) -> int:
 
     model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
     return unique_bytes(model.buffers())
+
+
+@functools.lru_cache(maxsize=64)
+def grad_bytes_of(model_spec, precision: Precision) -> int:
+    """Bytes of the trainable parameters, what their gradients take (a meta build; tied tensors once)."""
+    from sgdsai_cli import models
+
+    model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
+    return unique_bytes(models.trainable_parameters(model))
 
 
 @functools.lru_cache(maxsize=64)

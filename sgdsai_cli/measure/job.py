@@ -25,7 +25,8 @@ def model_spec_to_dict(model_spec) -> dict[str, Any]:
     cfg = model_spec.config
     config = cfg.to_dict() if model_spec.family in ("hf", "factory") else asdict(cfg)
     return {"name": model_spec.name, "family": model_spec.family, "config": config, "params": model_spec.params,
-            "checkpointing": model_spec.checkpointing}
+            "checkpointing": model_spec.checkpointing,
+            **({"lora": model_spec.lora.to_dict()} if model_spec.lora is not None else {})}
 
 
 def model_spec_from_dict(d: dict[str, Any]):
@@ -36,7 +37,10 @@ def model_spec_from_dict(d: dict[str, Any]):
                "hf": models.HFConfig.from_dict, "factory": models.FactoryConfig.from_dict}
     make = classes[d["family"]]
     config = make(d["config"]) if d["family"] in ("hf", "factory") else make(**d["config"])
-    return models.ModelSpec(d["name"], d["family"], config, d.get("params"), d.get("checkpointing", "none"))
+    from sgdsai_cli.models.lora import LoraSpec
+
+    lora = LoraSpec.from_dict(d["lora"]) if d.get("lora") is not None else None
+    return models.ModelSpec(d["name"], d["family"], config, d.get("params"), d.get("checkpointing", "none"), lora)
 
 
 @dataclass

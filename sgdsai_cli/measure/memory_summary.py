@@ -1,14 +1,15 @@
 """A finished (or failed) training run summed up: its MemoryResult and its latencies.
 
-From the phase records of ``phases.PhaseRecorder``, over the steady steps (step >= 1), with
+From the phase records of ``phases.PhaseRecorder``, over the steady steps (those after the last step
+whose optimizer step created state: step >= 1, or later where SGD-SaI deferred a tensor), with
 ``base`` = bytes allocated before forward less the batch (parameters and optimizer state):
 
 - ``forward_backward_peak_bytes`` = max(forward peak, backward peak) - base (gradients included);
 - ``activation_peak_bytes`` = the activation probe's figure when there was one, else
   max(forward peak - base, backward peak - base - all gradients), a lower bound where backward
   peaks before its last gradient;
-- ``step_transient_bytes`` = the optimizer step's peak above what was allocated before it (the
-  first step's less the state it created).
+- ``step_transient_bytes`` = the optimizer step's peak above what was allocated before it, less the
+  state that step created.
 
 Per phase, ``details.phases`` keeps the maxima over the steady steps. Latencies follow
 ``stats.latency_summary``; ``step`` is the sum of the four phases, the first step apart.
@@ -30,11 +31,16 @@ from sgdsai_cli.measure.training import TrainingRun
 from sgdsai_cli.results import MemoryResult
 
 
-def phase_summary(mem: dict[str, list[dict[str, int]]]) -> dict[str, dict[str, int]]:
-    """Per phase, the maxima over the recorded steady steps (step >= 1), else over all."""
+def first_steady_step(state_grown: dict[int, int]) -> int:
+    """The first step after every step that created optimizer state (1 when only the first step did)."""
+    return 1 + max([step for step, grown in state_grown.items() if grown > 0], default=0)
+
+
+def phase_summary(mem: dict[str, list[dict[str, int]]], steady_from: int = 1) -> dict[str, dict[str, int]]:
+    """Per phase, the maxima over the recorded steady steps (step >= ``steady_from``), else over all."""
     out = {}
     for p, recs in mem.items():
-        steady = [r for r in recs if r["step"] >= 1] or recs
+        steady = [r for r in recs if r["step"] >= steady_from] or [r for r in recs if r["step"] >= 1] or recs
         if not steady:
             continue
         summary = {k: max(r[k] for r in steady) for k in steady[0] if k != "step"}
@@ -44,13 +50,20 @@ def phase_summary(mem: dict[str, list[dict[str, int]]]) -> dict[str, dict[str, i
 
 
 def derived(mem: dict[str, list[dict[str, int]]], batch_bytes: int, grad_bytes: int | None,
-            state_bytes: int | None, probe: int | None) -> tuple[int | None, int | None, int | None]:
-    """(activation peak, forward+backward peak, step transient) bytes (see the module docstring)."""
+            state_bytes: int | None, probe: int | None,
+            state_grown: dict[int, int] | None = None) -> tuple[int | None, int | None, int | None]:
+    """(activation peak, forward+backward peak, step transient) bytes (see the module docstring).
+
+    ``state_grown``: step -> state bytes its optimizer step created (None: all of ``state_bytes`` at step 0)."""
+    state_grown = {0: state_bytes} if state_grown is None else state_grown
     fwd = {r["step"]: r for r in mem["forward"]}
     bwd = {r["step"]: r for r in mem["backward"]}
+    start = first_steady_step(state_grown)
+    if not any(s >= start and s in bwd for s in fwd):
+        start = 1
     act = fbp = None
     for step, f in fwd.items():
-        if step < 1 or step not in bwd:
+        if step < start or step not in bwd:
             continue
         base = f["before_bytes"] - batch_bytes
         peak = max(f["allocated_peak_bytes"], bwd[step]["allocated_peak_bytes"])
@@ -62,10 +75,10 @@ def derived(mem: dict[str, list[dict[str, int]]], batch_bytes: int, grad_bytes: 
     transient = None
     for r in mem["optimizer_step"]:
         grown = r["allocated_peak_bytes"] - r["before_bytes"]
-        if r["step"] == 0:
-            if state_bytes is None:
+        if r["step"] in state_grown:
+            if state_grown[r["step"]] is None:
                 continue
-            grown -= state_bytes
+            grown -= state_grown[r["step"]]
         transient = max(transient if transient is not None else grown, grown)
     return act, fbp, transient
 
@@ -101,7 +114,8 @@ def memory_result(run: TrainingRun, status: str, peak_before_failure: int | None
     params = list(run.model.parameters()) if run.model is not None else []
     by_key = state_bytes_by_key(run.optimizer) if run.optimizer is not None and status == "ok" else {}
     mem = run.recorder.mem if run.recorder is not None else {p: [] for p in PHASES}
-    details: dict[str, Any] = {"phases": phase_summary(mem), **_device_details(run)}
+    steady_from = first_steady_step(run.state_grown)
+    details: dict[str, Any] = {"phases": phase_summary(mem, steady_from), **_device_details(run)}
     e0, e1 = run.energy_mj
     if e0 is not None and e1 is not None and run.spec.steps:
         details["energy_j_per_step"] = (e1 - e0) / 1000.0 / run.spec.steps
@@ -109,7 +123,8 @@ def memory_result(run: TrainingRun, status: str, peak_before_failure: int | None
     grads = [p.grad for p in params if p.grad is not None]
     grad_bytes = unique_bytes(grads) if grads else run.grad_bytes
     state_total = sum(by_key.values()) if by_key else None
-    act, fbp, transient = derived(mem, run.batch_bytes, grad_bytes, state_total, run.activation_probe)
+    act, fbp, transient = derived(mem, run.batch_bytes, grad_bytes, state_total, run.activation_probe,
+                                  run.state_grown or None)
     if fbp is not None:
         details["forward_backward_peak_bytes"] = fbp
     reserved = [r["reserved_peak_bytes"] for recs in mem.values() for r in recs] if run.is_cuda else []

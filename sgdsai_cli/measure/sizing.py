@@ -36,38 +36,48 @@ FUSED_NOTE = "fused AdamW cannot step on meta; state sized through the foreach p
 
 
 def model_info(model: torch.nn.Module, model_spec) -> ModelInfo:
-    """Counts and bytes of ``model``'s parameters (tied tensors once); gradients are the same size.
+    """Counts and bytes of ``model``'s parameters (tied tensors once); gradients are those of the trainable ones.
 
-    The name is the display name and the fingerprint the model's identity (``measure.identity``).
+    The name is the display name and the fingerprint the model's identity (``measure.identity``). A LoRA
+    model's ``extra["lora"]`` holds its adapter options and ``extra["frozen_params"]`` the frozen base.
     """
     from sgdsai_cli.measure.identity import display_name, model_fingerprint
+    from sgdsai_cli.models import trainable_parameters
 
     params = list(model.parameters())  # de-duplicated by identity: a tied head appears once
-    param_bytes = unique_bytes(params)
-    return ModelInfo(
+    trainable = trainable_parameters(model)
+    info = ModelInfo(
         name=display_name(model_spec),
         family=model_spec.family,
         fingerprint=model_fingerprint(model_spec, model),
         params=sum(p.numel() for p in params),
         param_tensors=len(params),
-        param_bytes=param_bytes,
-        grad_bytes=param_bytes,
+        param_bytes=unique_bytes(params),
+        grad_bytes=unique_bytes(trainable),
+        trainable_params=sum(p.numel() for p in trainable),
     )
+    if model_spec.lora is not None:
+        info.extra["lora"] = model_spec.lora.to_dict()
+        info.extra["frozen_params"] = info.params - info.trainable_params
+    return info
 
 
 def meta_model(model_spec, precision: Precision) -> torch.nn.Module:
-    """``model_spec`` on meta in the precision's parameter dtype, each parameter with a meta gradient."""
-    from sgdsai_cli.models import build_model
+    """``model_spec`` on meta in the precision's parameter dtype, each trainable parameter with a meta gradient."""
+    from sgdsai_cli.models import build_model, trainable_parameters
 
     model = build_model(model_spec, device="meta", dtype=precision.param_dtype)
-    for p in model.parameters():
+    for p in trainable_parameters(model):
         p.grad = torch.empty_like(p)
     return model
 
 
 def size_optimizer(model: torch.nn.Module, optimizer: str) -> tuple[dict[str, int], str, str | None]:
-    """Step ``optimizer`` once over ``model`` (meta, with gradients); return (bytes by key, impl, note)."""
-    params = list(model.parameters())
+    """Step ``optimizer`` once over ``model``'s trainable parameters (meta, with gradients); return (bytes by key,
+    impl, note)."""
+    from sgdsai_cli.models import trainable_parameters
+
+    params = trainable_parameters(model)
     opt, impl = build_optimizer(optimizer, params)
     note = None
     if impl == "fused":

@@ -33,6 +33,7 @@ from sgdsai_cli.precision import resolve_precision
 
 SNAPSHOT_MAX_ENTRIES = 100_000
 CPU_MIN_WARMUP = 3  # the first step, a steady tracked step, the activation probe
+MAX_GROWING_STEPS = 4  # tracked steps added at most while the optimizer state still grows
 __all__ = ["CPU_MIN_WARMUP", "MAX_STEPS", "ProgressEvent", "TrainingRun", "warmup_note", "warmup_steps"]
 
 
@@ -77,6 +78,13 @@ class TrainingRun:
         self.grad_bytes: int | None = None  # measured after the first backward
         self.batch_bytes = 0
         self.activation_probe: int | None = None  # from activation_probe_step (warmup >= 2)
+        self.state_grown: dict[int, int] = {}  # step -> optimizer state bytes that step created
+
+    def state_bytes(self) -> int:
+        """Bytes the optimizer's state holds now (each storage once)."""
+        from sgdsai_cli.measure.storage import state_tensors
+
+        return unique_bytes(state_tensors(self.optimizer))
 
     # -- labels -----------------------------------------------------------------------------
 
@@ -93,7 +101,7 @@ class TrainingRun:
     # -- setup ------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from sgdsai_cli.models import batch_tensors, build_model, make_batch
+        from sgdsai_cli.models import batch_tensors, build_model, make_batch, trainable_parameters
         from sgdsai_cli.optim.registry import build_optimizer
 
         if self.is_cuda:
@@ -111,7 +119,7 @@ class TrainingRun:
         self.batch = make_batch(self.model_spec, self.spec.batch_size, self.spec.seq_len, self.device, generator=gen,
                                 model=self.model)
         self.batch_bytes = unique_bytes(batch_tensors(self.batch))
-        self.optimizer, self.impl = build_optimizer(self.job.optimizer, self.model.parameters())
+        self.optimizer, self.impl = build_optimizer(self.job.optimizer, trainable_parameters(self.model))
 
     def _start_sampler(self) -> None:
         from sgdsai_cli.measure.sampler import Sampler, cuda_allocator_reader, open_nvml
@@ -153,7 +161,9 @@ class TrainingRun:
         del loss
         if self.grad_bytes is None:
             self.grad_bytes = unique_bytes(p.grad for p in self.model.parameters() if p.grad is not None)
+        state_before = self.state_bytes()
         self._phase("optimizer_step", self.optimizer.step, timed, record_memory)
+        self.state_grown[self.step] = self.state_bytes() - state_before
         self._phase("zero_grad", lambda: self.optimizer.zero_grad(set_to_none=True), timed, record_memory)
 
     def activation_probe_step(self) -> None:
@@ -173,7 +183,7 @@ class TrainingRun:
             acc["act"] = max(acc["act"], peak - base - acc["grads"])
             acc["grads"] += p.grad.untyped_storage().nbytes()
 
-        handles = [p.register_post_accumulate_grad_hook(hook) for p in self.model.parameters()]
+        handles = [p.register_post_accumulate_grad_hook(hook) for p in self.model.parameters() if p.requires_grad]
         try:
             rec.read_reset_peak()
             self.enter("forward")
@@ -186,7 +196,9 @@ class TrainingRun:
             for h in handles:
                 h.remove()
         self.enter("optimizer_step")
+        state_before = self.state_bytes()
         self.optimizer.step()
+        self.state_grown[self.step] = self.state_bytes() - state_before
         self.enter("zero_grad")
         self.optimizer.zero_grad(set_to_none=True)
         self.activation_probe = acc["act"]
@@ -207,6 +219,18 @@ class TrainingRun:
             torch.cuda.synchronize(self.device)
         self.energy_mj = (self.nvml.energy_mj() if self.nvml else None, None)
 
+    def _still_growing(self, i: int, n_warm: int) -> bool:
+        """On the CPU, whether step ``i`` was the tracked steady step and its optimizer step still created
+        state (SGD-SaI defers a tensor whose first gradients are all zero, such as LoRA's A while B is zero),
+        so memory must be read over one more step. At most ``MAX_GROWING_STEPS`` are added; then a note."""
+        if self.is_cuda or i != n_warm - 2 or i < 1 or not self.state_grown.get(i):
+            return False
+        added = n_warm - warmup_steps(self.spec.warmup, self.device.type)
+        if added >= MAX_GROWING_STEPS:
+            self.notes.append(f"optimizer state still grew at step {i}: memory read before it was complete")
+            return False
+        return True
+
     def train(self) -> None:
         check_steps_and_warmup(self.spec.steps, self.spec.warmup)
         n_warm = warmup_steps(self.spec.warmup, self.device.type)
@@ -218,7 +242,8 @@ class TrainingRun:
         snapshot_path = self.job.snapshot_path if self.is_cuda else None
         if self.job.snapshot_path and not self.is_cuda:
             self.notes.append("snapshot needs CUDA: no memory snapshot on the CPU")
-        for i in range(total):
+        i = 0
+        while i < total:
             self.step = i
             if self.sampler is not None:
                 self.sampler.step = i
@@ -230,7 +255,10 @@ class TrainingRun:
                 self.train_step(timed=i == 0 or i >= n_warm, record_memory=self.recorder.measuring())
             if i == 0:
                 self.first_step_ms = {p: v[0] for p, v in self.recorder.collect_times().items()}
+            if self._still_growing(i, n_warm):  # the tracked steady step created state: track one more
+                n_warm, total = n_warm + 1, total + 1
             self._say("step", step=i + 1, total=total, measured=i >= n_warm)
+            i += 1
         for p, v in self.recorder.collect_times().items():  # synchronizes
             self.times[p].extend(v)
         self.energy_mj = (self.energy_mj[0], self.nvml.energy_mj() if self.nvml else None)

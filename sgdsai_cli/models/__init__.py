@@ -31,7 +31,8 @@ Files: ``configs`` (the config records, ModelSpec), ``presets`` (the catalogue),
 (config.json reading), ``blocks`` (parameter classification), ``build`` (resolve, build, batch,
 loss), ``corpus`` (the byte-level text corpus), ``hf_model`` / ``hf_source`` (transformers models and
 where their config is), ``native_hf`` (a native model's config.json for transformers), ``factory``
-(user factories), ``depth`` (model depth and the same model at another depth).
+(user factories), ``depth`` (model depth and the same model at another depth), ``checkpointing`` (activation
+checkpointing of the blocks), ``lora`` (LoRA adapters through peft, the base frozen).
 """
 
 from sgdsai_cli.models.blocks import BLOCK_TYPES, block_type
@@ -45,6 +46,7 @@ from sgdsai_cli.models.build import (
     make_batch,
     max_positions,
     resolve_model,
+    trainable_parameters,
     training_loss,
 )
 from sgdsai_cli.models.configs import (
@@ -91,6 +93,7 @@ __all__ = [
     "moe_note",
     "resolve_model",
     "routing_details",
+    "trainable_parameters",
     "training_loss",
     "with_depth",
 ]

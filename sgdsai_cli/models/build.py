@@ -90,7 +90,7 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
-            return _checkpointed(spec, build(spec, device, dtype))
+            return _checkpointed(spec, _adapted(spec, build(spec, device, dtype)))
         finally:
             torch.set_default_dtype(previous)
     cls = _MODEL_CLASSES.get(spec.family)
@@ -115,7 +115,24 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
     if device.type != "meta":
         with torch.no_grad():
             model.init_weights()
-    return _checkpointed(spec, model.train())
+    return _checkpointed(spec, _adapted(spec, model.train()))
+
+
+def _adapted(spec: ModelSpec, model: nn.Module) -> nn.Module:
+    """``model`` with ``spec.lora``'s adapters injected by peft and its base frozen (models.lora)."""
+    if spec.lora is None:
+        return model
+    from sgdsai_cli.models.lora import apply_lora
+
+    model_type = _hf.hf_model_type(spec) if spec.family == "hf" else spec.family
+    return apply_lora(model, spec.lora, model_type)
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The parameters training updates (``requires_grad``): all of them, or only the adapters of a LoRA model.
+
+    Only these get gradients and optimizer state; a tied tensor appears once."""
+    return [p for p in model.parameters() if p.requires_grad]
 
 
 def _checkpointed(spec: ModelSpec, model: nn.Module) -> nn.Module:

@@ -15,7 +15,10 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from sgdsai_cli.models.lora import LoraSpec
 
 FAMILIES = ("gpt2", "llama", "vit", "hf", "factory")
 NATIVE_FAMILIES = ("gpt2", "llama", "vit")
@@ -119,3 +122,4 @@ class ModelSpec:
     config: GPT2Config | LlamaConfig | ViTConfig | HFConfig | FactoryConfig
     params: int | None  # documented parameter count for presets (golden); None for config files
     checkpointing: str = "none"  # activation checkpointing of the blocks: none, full, every=N (models.checkpointing)
+    lora: LoraSpec | None = None  # LoRA adapters through peft, base frozen (models.lora); None: full training

@@ -255,6 +255,11 @@ class _one_sequence_per_row:
         return False
 
 
+def hf_model_type(spec: ModelSpec) -> str:
+    """config.json's ``model_type`` (``llama``, ``mistral``, ...): what peft keys its default LoRA targets on."""
+    return str(spec.config.config_dict.get("model_type", ""))
+
+
 def hf_depth(spec: ModelSpec) -> int | None:
     """``num_hidden_layers`` of the config; None when it has none at the top (a composite model's sub-configs)."""
     layers = getattr(auto_config(spec.config), "num_hidden_layers", None)

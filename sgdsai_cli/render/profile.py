@@ -190,7 +190,13 @@ def title(doc: ProfileResult | dict) -> str:
 def subtitle(result: ProfileResult) -> str:
     if result.model.params is None:
         return ""
-    return f"{fmt.count(result.model.params)} parameters in {result.model.param_tensors} tensors; GiB unless marked"
+    m = result.model
+    text = f"{fmt.count(m.params)} parameters in {m.param_tensors} tensors"
+    if m.trainable_params is not None and m.trainable_params != m.params:
+        lora = m.extra.get("lora")
+        how = f" (LoRA r={lora['r']} on {', '.join(lora['targets']) or 'peft defaults'}; base frozen)" if lora else ""
+        text += f", {fmt.count(m.trainable_params)} trainable{how}"
+    return text + "; GiB unless marked"
 
 
 def notes(doc: ProfileResult | dict) -> list[str]:
