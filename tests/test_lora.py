@@ -198,5 +198,5 @@ def test_cli_profile_and_plan_with_lora(cli, tmp_path):
     res = cli("plan", "--model", "tiny-llama", "--seq-len", "16", "-p", "fp32", "-g", "l4-24gb", "--lora",
               "r=4,targets=q_proj,v_proj", "-q", "--json", plan_out)
     assert res.exit_code == 0, res.output
-    rows = json.loads(plan_out.read_text())["body"]["rows"]
+    rows = json.loads(plan_out.read_text())["rows"]
     assert {r["grad_bytes"] for r in rows} == {4 * 1792}
