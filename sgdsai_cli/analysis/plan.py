@@ -353,11 +353,14 @@ class PlanResult(Document):
 def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
          batch_size: int = 1, seq_len: int = 512, context_bytes: int | None = None,
          activation_fn=None, step_fn=None, reserved_fn=None, parallel: str = "none",
-         activation_checkpointing: str = "none", lora=None, on_progress: ProgressCallback | None = None) -> PlanResult:
+         activation_checkpointing: str = "none", lora=None, fit: bool = False,
+         on_progress: ProgressCallback | None = None) -> PlanResult:
     """Resolve names (BadInput for unknown ones) and plan every (optimizer, precision, GPU).
 
     ``parallel="fsdp2"`` adds ``fsdp2_rows``: the fewest FSDP2 ranks from the one-process simulation
-    (``plan_fsdp2``), beside the formula counts of every row's ``gpus_needed``."""
+    (``plan_fsdp2``), beside the formula counts of every row's ``gpus_needed``. ``fit=True`` adds ``fit_rows``:
+    per GPU and optimizer, the ladder of recipes (full fp32 ... LoRA + checkpointing) with their largest batch
+    (``plan_fit``; ``lora`` is then the adapter of its LoRA rungs)."""
     from sgdsai_cli.analysis.gpus import resolve_gpu
     from sgdsai_cli.models import resolve_model
     from sgdsai_cli.optim.registry import resolve_optimizer
@@ -389,6 +392,7 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
     checkpointing = parse_policy(activation_checkpointing)
     lora_spec = parse_lora(lora)
     model_spec = resolve_model(model)
+    base_spec = model_spec
     if checkpointing != "none" or lora_spec is not None:
         import dataclasses
 
@@ -419,6 +423,16 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         spec["activation_checkpointing"] = checkpointing
     if lora_spec is not None:
         spec["lora"] = lora_spec.text()
+    if fit:
+        from sgdsai_cli.analysis.plan_fit import fit_rows
+
+        spec["fit"] = True
+        body["fit_rows"], fit_note = fit_rows(base_spec, gpu_records, optimizers, batch_size=batch_size,
+                                              seq_len=seq_len, context_bytes=context_bytes, lora=lora_spec,
+                                              on_progress=on_progress)
+        body["assumptions"]["fit_rows"] = (
+            "each recipe planned as the rows are (reserved peak + the card's context); short_bytes = total_bytes - "
+            "gpu_memory_bytes at batch_size, 0 where it fits" + (f"; {fit_note}" if fit_note else ""))
     if parallel == "fsdp2":
         from sgdsai_cli.analysis.plan_fsdp2 import fsdp2_rows
 

@@ -39,6 +39,9 @@ def plan_command(
                                                  help="none, full or every=N: plan with the blocks' activations "
                                                       "recomputed in backward."),
     lora: str = opt.lora_option(),
+    fit: bool = typer.Option(False, "--fit", help="Also the ladder of recipes per GPU and optimizer (full fp32, bf16, "
+                                                  "+ checkpointing, LoRA, LoRA + checkpointing) with the largest "
+                                                  "batch each allows, or the GiB missing."),
     json_path: Path = opt.json_option("Write the plan document (kind: plan) here."),
     out: Path = opt.out_option("Folder for plan.json and the plot (PNG and SVG)."),
     output_format: str = opt.format_option(FORMATS),
@@ -50,6 +53,7 @@ def plan_command(
     from sgdsai_cli.files import check_writable, dumps
     from sgdsai_cli.render.plan import NOTES, fsdp2_table, plan_table
     from sgdsai_cli.render.plan_figures import write_plan_figures
+    from sgdsai_cli.render.plan_fit import fit_summary, fit_table
     from sgdsai_cli.units import parse_size
 
     opt.check_format(output_format, FORMATS)
@@ -64,7 +68,8 @@ def plan_command(
     with progress_bar(quiet) as on_progress:
         result = plan(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
                       context_bytes=context_bytes, parallel=parallel,
-                      activation_checkpointing=activation_checkpointing, lora=lora, on_progress=on_progress)
+                      activation_checkpointing=activation_checkpointing, lora=lora, fit=fit,
+                      on_progress=on_progress)
     written = []
     if json_path is not None:
         written.append(result.save(json_path))
@@ -79,6 +84,11 @@ def plan_command(
     fsdp2 = fsdp2_table(result.to_dict())
     if fsdp2 is not None:
         console.print(fsdp2)
+    fit_rows = fit_table(result.to_dict())
+    if fit_rows is not None:
+        console.print(fit_rows)
+        for line in fit_summary(result.to_dict()):
+            console.print(line, highlight=False, markup=False)
     if not quiet:
         console.print(NOTES, highlight=False, markup=False)
         for path in written:

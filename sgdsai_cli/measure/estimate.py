@@ -48,6 +48,7 @@ import torch
 
 from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
 from sgdsai_cli.measure.storage import state_tensors, unique_bytes
+from sgdsai_cli.measure.model_bytes import buffer_bytes, grad_bytes_of, param_bytes  # noqa: F401 (estimate.*)
 from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.precision import Precision
 
@@ -422,32 +423,3 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
         },
         reserved_peak_bytes=reserved.replay.reserved_peak_bytes,
     )
-
-
-
-@functools.lru_cache(maxsize=64)
-def buffer_bytes(model_spec, precision: Precision) -> int:
-    """Bytes of the model's registered buffers (a meta build): part of its memory, not parameters."""
-    from sgdsai_cli import models
-
-    model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
-    return unique_bytes(model.buffers())
-
-
-@functools.lru_cache(maxsize=64)
-def grad_bytes_of(model_spec, precision: Precision) -> int:
-    """Bytes of the trainable parameters, what their gradients take (a meta build; tied tensors once)."""
-    from sgdsai_cli import models
-
-    model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
-    return unique_bytes(models.trainable_parameters(model))
-
-
-@functools.lru_cache(maxsize=64)
-def param_bytes(model_spec, precision: Precision) -> int:
-    """Bytes of the model's parameters in the precision's dtype (a meta build; tied tensors once)."""
-    from sgdsai_cli import models
-
-    model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
-    return unique_bytes(model.parameters())
-
