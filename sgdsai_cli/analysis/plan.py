@@ -386,7 +386,6 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
     if parallel not in ("none", "fsdp2"):
         raise BadInput(f"bad parallel {parallel!r} (none or fsdp2)", field="parallel", value=parallel)
     from sgdsai_cli.models.checkpointing import parse_policy
-
     from sgdsai_cli.models.lora import parse_lora
 
     checkpointing = parse_policy(activation_checkpointing)

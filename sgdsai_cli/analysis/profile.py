@@ -157,7 +157,6 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
         raise BadInput("no model given (a preset name such as llama2-7b, or a config.json path)", field="model")
     model_spec = resolve_model(request.model, attn_implementation=request.attn_implementation)
     from sgdsai_cli.models.checkpointing import parse_policy
-
     from sgdsai_cli.models.lora import parse_lora
 
     checkpointing = parse_policy(request.activation_checkpointing)

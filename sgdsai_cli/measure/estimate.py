@@ -46,9 +46,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sgdsai_cli.measure.model_bytes import buffer_bytes, grad_bytes_of, param_bytes  # noqa: F401 (estimate.*)
 from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
 from sgdsai_cli.measure.storage import state_tensors, unique_bytes
-from sgdsai_cli.measure.model_bytes import buffer_bytes, grad_bytes_of, param_bytes  # noqa: F401 (estimate.*)
 from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.precision import Precision
 

@@ -27,7 +27,8 @@ def fit_table(doc: dict) -> Table | None:
     spec = doc.get("spec", {})
     table = new_table(f"what fits: {spec.get('model')}, seq {spec.get('seq_len')}; largest batch, or GiB short at "
                       f"batch {spec.get('batch_size')}",
-                      [("gpu", "left"), ("recipe", "left"), ("trainable", "right"), *((o, "right") for o in optimizers)])
+                      [("gpu", "left"), ("recipe", "left"), ("trainable", "right"),
+                       *((o, "right") for o in optimizers)])
     cells: dict[tuple[str, str], dict[str, dict]] = {}
     for r in rows:
         cells.setdefault((r["gpu"], r["recipe"]), {})[r["optimizer"]] = r
