@@ -13,9 +13,9 @@ Per optimizer O, precision P and GPU g (all sizes in bytes; P, G, S = params, gr
                                                              gradients accumulated so far (<= A + G)
     transient    = T                                         what optimizer.step() allocates on top of its
                                                              state (foreach AdamW: a full-size sqrt copy)
-    allocated    = P + S + max(FB, G + T)                   forward/backward peak, or the step's peak after
-                                                             backward freed the activations (as the profile's
-                                                             estimated peak)
+    allocated    = P + S + max(FB, X + G + T)               forward/backward peak, or the step's peak after
+                                                             backward freed the activations, X the batch the
+                                                             loop still holds (as the profile's estimated peak)
     reserved     = R(batch, seq)                             the CUDA caching allocator's reserved bytes at
                                                              the peak: the same trace's allocations and frees
                                                              replayed through the allocator model
@@ -180,9 +180,9 @@ def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable
 
     prec = resolve_precision(precision)
 
-    def activation(batch_size: int) -> tuple[int, int]:
+    def activation(batch_size: int) -> tuple[int, int, int]:
         trace = estimate.trace_forward_backward(model_spec, prec, batch_size, seq_len)
-        return int(trace.activation_peak_bytes), int(trace.forward_backward_peak_bytes)
+        return int(trace.activation_peak_bytes), int(trace.forward_backward_peak_bytes), int(trace.batch_bytes)
 
     return activation
 
@@ -203,9 +203,12 @@ def _default_reserved_fn(model_spec, precision: str, optimizer: str, seq_len: in
     return reserved
 
 
-def _pair(value) -> tuple[int, int]:
-    """An activation function may return one number (used as both figures) or the pair."""
-    return (int(value), int(value)) if isinstance(value, (int, float)) else (int(value[0]), int(value[1]))
+def _pair(value) -> tuple[int, int, int]:
+    """An activation function may return one number (used as both figures), the pair (activation peak,
+    forward/backward peak) or with the batch's bytes third; (activation, forward/backward, batch)."""
+    if isinstance(value, (int, float)):
+        return int(value), int(value), 0
+    return int(value[0]), int(value[1]), int(value[2]) if len(value) > 2 else 0
 
 
 def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
@@ -257,14 +260,14 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
     total = len(precisions) * len(optimizers)
     for i, precision in enumerate(precisions):
         traced = activation_fn(model_spec, precision, seq_len)
-        cache: dict[int, tuple[int, int]] = {}
+        cache: dict[int, tuple[int, int, int]] = {}
 
-        def pair(b: int, traced=traced, cache=cache) -> tuple[int, int]:
+        def pair(b: int, traced=traced, cache=cache) -> tuple[int, int, int]:
             if b not in cache:
                 cache[b] = _pair(traced(b))
             return cache[b]
 
-        act, fb = pair(batch_size)
+        act, fb, _ = pair(batch_size)
         for j, optimizer in enumerate(optimizers):
             report(Progress(model_spec.name, i * len(optimizers) + j, total, f"{precision} {optimizer}"))
             sizes = step_fn(model_spec, precision, optimizer)
@@ -274,7 +277,8 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
             reserved_of = _cached(reserved_fn(model_spec, precision, optimizer, seq_len))
 
             def allocated(b: int, pair=pair, p=p, s=s, g=g, t=t) -> int:
-                return p + s + max(pair(b)[1], g + t)
+                _, fb_b, batch_b = pair(b)
+                return p + s + max(fb_b, batch_b + g + t)
 
             def need(b: int, allocated=allocated, reserved_of=reserved_of) -> int:
                 r = reserved_of(b)
@@ -371,7 +375,7 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
     if context_bytes is not None and (isinstance(context_bytes, bool) or not isinstance(context_bytes, int)
                                       or context_bytes < 0):
         raise BadInput(f"bad context {context_bytes!r} (must be a byte count)", field="context", value=context_bytes)
-    precisions = list(dict.fromkeys(precisions or DEFAULT_PRECISIONS))
+    precisions = list(dict.fromkeys(resolve_precision(p).name for p in (precisions or DEFAULT_PRECISIONS)))
     optimizers = list(dict.fromkeys(optimizers or DEFAULT_OPTIMIZERS))
     for p in precisions:
         resolve_precision(p)
@@ -406,8 +410,8 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         "assumptions": {
             "context_bytes": context_bytes,  # null: each row's card allowance (context_bytes, context_source)
             "source": "fake",
-            "allocated_peak_bytes": "param_bytes + state_bytes + max(forward_backward_peak_bytes, grad_bytes + "
-                                    "step_transient_bytes)",
+            "allocated_peak_bytes": "param_bytes + state_bytes + max(forward_backward_peak_bytes, batch bytes + "
+                                    "grad_bytes + step_transient_bytes)",
             "reserved_peak_bytes": "the caching allocator model's reserved peak for the same trace "
                                    "(PYTORCH_CUDA_ALLOC_CONF of this process); null where no model ran",
             "total_bytes": "(reserved_peak_bytes, else allocated_peak_bytes) + context_bytes",

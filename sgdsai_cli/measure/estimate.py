@@ -22,7 +22,8 @@ What is reported (all bytes):
   ``_foreach_sqrt(exp_avg_sq)`` makes a full-size copy of the second moments (as large as all
   parameters); fused AdamW and SGDSaI allocate (almost) nothing.
 - ``peak_bytes``: the steady-state step's peak, gradients set to None by ``zero_grad()``:
-  ``params + buffers + state + max(forward_backward_peak, grads + step_transient)`` (buffers: a
+  ``params + buffers + state + max(forward_backward_peak, batch + grads + step_transient)`` (the
+  training loop still holds its batch during the step; buffers: a
   transformers model's registered buffers, such as rotary ``inv_freq``; our own models have none).
 
 Depth: a model's repeated blocks (``models.decoder_layers``) are identical modules that run the
@@ -125,6 +126,7 @@ class ForwardBackwardTrace:
     ops: int  # ops dispatched in the trace
     seconds: float
     events: tuple | None = None  # the trace's allocations, frees and markers (allocator_trace)
+    batch_bytes: int = 0  # the batch's storage, alive through the optimizer step too (the loop holds it)
 
 
 @dataclass(frozen=True)
@@ -261,6 +263,7 @@ def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int
     with fake_mode, tracker:
         tracker.mark("pre")
         batch = models.make_batch(spec, batch_size, seq_len, device="cpu", model=model)
+        batch_bytes = unique_bytes(models.batch_tensors(batch))
         with _autocast(precision):
             loss = models.training_loss(spec, model, batch)
             tracker.mark("exit")  # leaving autocast frees its cache of low-precision weight copies
@@ -269,7 +272,7 @@ def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int
         del loss, batch
     for h in handles:
         h.remove()
-    return tracker.close(), tracker
+    return tracker.close(), tracker, batch_bytes
 
 
 def _extend(segments: list[_Segment], traced: int, layers: int) -> tuple[int, int]:
@@ -306,7 +309,7 @@ def trace_forward_backward(model_spec, precision: Precision, batch_size: int, se
     t0 = time.perf_counter()
     layers = model_depth(model_spec)
     depth = min(layers, TRACE_DEPTH) if extrapolate and depth_reducible(model_spec) else layers
-    segments, tracker = _trace_model(model_spec, precision, batch_size, seq_len, depth)
+    segments, tracker, batch_bytes = _trace_model(model_spec, precision, batch_size, seq_len, depth)
     peak, act_peak = _extend(segments, depth, layers)
     return ForwardBackwardTrace(
         activation_peak_bytes=act_peak,
@@ -316,6 +319,7 @@ def trace_forward_backward(model_spec, precision: Precision, batch_size: int, se
         ops=tracker.ops,
         seconds=time.perf_counter() - t0,
         events=tuple(tracker.events),
+        batch_bytes=batch_bytes,
     )
 
 
@@ -350,11 +354,11 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
     t0 = time.perf_counter()
     fake_mode, model = _fake_model_with_grads(model_spec, precision.param_dtype)
     with fake_mode:
-        opt, _ = build_optimizer(optimizer, trainable_parameters(model))
-        impl = use_cuda_default_path(opt)
         scalars = SymbolicScalars()
         first = LiveTracker(record_events=True)
-        with first:
+        with first:  # construction too: master weights (bf16-master) are state made before the first step
+            opt, _ = build_optimizer(optimizer, trainable_parameters(model), precision.master_dtype)
+            impl = use_cuda_default_path(opt)
             symbolic_step(opt, scalars)
         state_bytes = unique_bytes(state_tensors(opt))
         steady = LiveTracker(record_events=True)
@@ -392,7 +396,7 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
     buffers = buffer_bytes(model_spec, precision)  # transformers' rotary inv_freq, position ids, ...: 0 for ours
     grad_bytes = grad_bytes_of(model_spec, precision)  # the trainable parameters' (all, or a LoRA model's adapters)
     peak = params + buffers + st.state_bytes + max(fb.forward_backward_peak_bytes,
-                                                   grad_bytes + st.step_transient_bytes)
+                                                   fb.batch_bytes + grad_bytes + st.step_transient_bytes)
     from sgdsai_cli.measure.allocator_trace import predict_step_reserved
 
     reserved = predict_step_reserved(model_spec, precision, fb, st, alloc_conf)
@@ -412,6 +416,7 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
         details={
             "first_step_peak_bytes": st.first_step_peak_bytes,
             "steady_step_peak_bytes": st.steady_step_peak_bytes,
+            "batch_bytes": fb.batch_bytes,
             "layers": fb.layers,
             "traced_layers": fb.traced_layers,
             "trace_ops": fb.ops,

@@ -72,16 +72,17 @@ def meta_model(model_spec, precision: Precision) -> torch.nn.Module:
     return model
 
 
-def size_optimizer(model: torch.nn.Module, optimizer: str) -> tuple[dict[str, int], str, str | None]:
+def size_optimizer(model: torch.nn.Module, optimizer: str,
+                   master_dtype: torch.dtype | None = None) -> tuple[dict[str, int], str, str | None]:
     """Step ``optimizer`` once over ``model``'s trainable parameters (meta, with gradients); return (bytes by key,
     impl, note)."""
     from sgdsai_cli.models import trainable_parameters
 
     params = trainable_parameters(model)
-    opt, impl = build_optimizer(optimizer, params)
+    opt, impl = build_optimizer(optimizer, params, master_dtype)
     note = None
     if impl == "fused":
-        for group in opt.param_groups:
+        for group in getattr(opt, "inner", opt).param_groups:  # a MasterWeights wrapper: its inner optimizer
             group["fused"], group["foreach"] = False, True
         use_impl = "foreach"
         note = FUSED_NOTE
@@ -102,9 +103,9 @@ def error_text(e: BaseException) -> str:
     return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
-def _size_run(model, optimizer: str, estimate: bool, info: ModelInfo) -> RunResult:
+def _size_run(model, optimizer: str, estimate: bool, info: ModelInfo, precision: Precision) -> RunResult:
     try:
-        by_key, impl, note = size_optimizer(model, optimizer)
+        by_key, impl, note = size_optimizer(model, optimizer, precision.master_dtype)
     except EnvironmentUnavailable as e:
         return RunResult(optimizer=optimizer, impl=None, status="skipped", error=str(e))
     except Exception as e:  # an optimizer that cannot step (needs a closure, sparse grads, ...)
@@ -160,7 +161,7 @@ def size_profile(spec: ProfileSpec, model_spec, optimizers: list[str], *, estima
     runs = []
     for name in optimizers:
         say(Progress(name, 0, units, "sizing"))
-        runs.append(_size_run(model, name, estimate, info))
+        runs.append(_size_run(model, name, estimate, info, precision))
         if not estimate or runs[-1].status != "ok":
             say(Progress(name, units, units, runs[-1].status))
     del model

@@ -53,7 +53,10 @@ def use_cuda_default_path(optimizer: torch.optim.Optimizer) -> str:
     Sizing and estimates describe a GPU run, so they set the CUDA choice explicitly.
     """
     from sgdsai_cli.optim import SGDSaI
+    from sgdsai_cli.optim.master_weights import MasterWeights
 
+    if isinstance(optimizer, MasterWeights):
+        return use_cuda_default_path(optimizer.inner)
     if isinstance(optimizer, SGDSaI):
         if optimizer.impl == "auto":
             optimizer.impl = "foreach"

@@ -119,7 +119,8 @@ class TrainingRun:
         self.batch = make_batch(self.model_spec, self.spec.batch_size, self.spec.seq_len, self.device, generator=gen,
                                 model=self.model)
         self.batch_bytes = unique_bytes(batch_tensors(self.batch))
-        self.optimizer, self.impl = build_optimizer(self.job.optimizer, trainable_parameters(self.model))
+        self.optimizer, self.impl = build_optimizer(self.job.optimizer, trainable_parameters(self.model),
+                                                    self.precision.master_dtype)
 
     def _start_sampler(self) -> None:
         from sgdsai_cli.measure.sampler import Sampler, cuda_allocator_reader, open_nvml

@@ -147,10 +147,18 @@ def resolve_optimizer(name: str) -> OptimizerChoice:
                        value=name) from None
 
 
-def build_optimizer(name: str, params) -> tuple[torch.optim.Optimizer, str]:
-    """Construct optimizer ``name`` over ``params``; return it with the implementation that will run."""
+def build_optimizer(name: str, params, master_dtype: torch.dtype | None = None) -> tuple[torch.optim.Optimizer, str]:
+    """Construct optimizer ``name`` over ``params``; return it with the implementation that will run.
+
+    ``master_dtype`` (the ``bf16-master`` precision: float32): the optimizer steps master copies of the
+    parameters in that dtype (``master_weights.MasterWeights``), its state in that dtype too."""
     choice = resolve_optimizer(name)
     params = list(params)
+    if master_dtype is not None:
+        from sgdsai_cli.optim.master_weights import MasterWeights
+
+        optimizer = MasterWeights(params, choice.build, master_dtype)
+        return optimizer, choice.impl(optimizer.inner, optimizer.masters)
     optimizer = choice.build(params)
     return optimizer, choice.impl(optimizer, params)
 

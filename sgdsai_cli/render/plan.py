@@ -12,8 +12,8 @@ from sgdsai_cli.render.tables import fits_cell, new_table
 
 NOTES = ("states = params + grads + optimizer state (exact); activ. = activation peak of forward + backward "
          "(fake-tensor estimate);\nstep tmp = optimizer.step() temporaries; total = the CUDA caching allocator's "
-         "predicted reserved peak (allocated: params + state + max(forward/backward peak incl. grads, grads + step "
-         "tmp), rounded into segments) + the card's context allowance;\nDDP/ZeRO-1/2/3 = GPUs "
+         "predicted reserved peak (allocated: params + state + max(forward/backward peak incl. grads, batch + "
+         "grads + step tmp), rounded into segments) + the card's context allowance;\nDDP/ZeRO-1/2/3 = GPUs "
          "needed with one micro-batch each, '-' = no count fits. Formulas: docs/planning.md.")
 HEADER = ["optimizer", "precision", "gpu", "usable", "states", "activ.", "step tmp", "total", "fits",
           "max batch", "DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3"]
