@@ -179,6 +179,8 @@ def test_sgdsai_trains_lora_a_after_its_zero_first_gradient(sgd_sai):
     (["--lora", "r=0"], "--lora"),
     (["--lora", "r=4,targets=q_prj"], "q_proj"),  # matches no module: did you mean
     (["--lora", "r=4,targets=layers"], "not a linear"),
+    (["--lora", "r=4,targets=q_proj", "--parallel", "fsdp2", "--world-size", "2"], "not simulated yet"),
+    (["-p", "bf16-master", "--parallel", "fsdp2", "--world-size", "2"], "not simulated yet"),
 ])
 def test_cli_bad_lora_is_exit_2(cli, args, needle):
     res = cli("profile", "--model", "tiny-llama", "--device", "meta", "--seq-len", "16", *args)

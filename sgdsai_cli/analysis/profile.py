@@ -211,6 +211,10 @@ def _check_parallel(request: ProfileRequest, device: str):
     cfg = check_parallel(request.parallel, request.world_size, request.shard_size, request.reshard_after_forward)
     if cfg.kind == "none":
         return None
+    for given, what in ((request.lora, "--lora"), (resolve_precision(request.precision).master_dtype, "bf16-master")):
+        if given is not None:  # the per-rank simulation and real ranks shard every parameter and a plain optimizer
+            raise BadInput(f"{what} with --parallel {cfg.kind} is not simulated yet: profile it on one device",
+                           field="parallel", value=cfg.kind)
     if device != "meta":
         from sgdsai_cli.measure.parallel_real import launched_rank
 
