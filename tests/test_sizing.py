@@ -43,7 +43,8 @@ def test_llama2_7b_state_bytes_are_exact(llama_docs, precision, buffer):
     model = dict(doc["model"])
     assert re.fullmatch(r"[0-9a-f]{16}", model.pop("fingerprint"))
     assert model == {"name": "llama2-7b", "family": "llama", "params": LLAMA7B_PARAMS,
-                            "param_tensors": LLAMA7B_TENSORS, "param_bytes": buffer, "grad_bytes": buffer}
+                            "param_tensors": LLAMA7B_TENSORS, "param_bytes": buffer, "grad_bytes": buffer,
+                            "trainable_params": LLAMA7B_PARAMS}
     sgdsai, adamw = doc["runs"]
     assert sgdsai["status"] == adamw["status"] == "ok"
     # SGD-SaI: one momentum buffer in the parameter dtype + one fp32 g-SNR scalar per tensor

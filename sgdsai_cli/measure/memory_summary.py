@@ -33,7 +33,7 @@ from sgdsai_cli.results import MemoryResult
 
 def first_steady_step(state_grown: dict[int, int]) -> int:
     """The first step after every step that created optimizer state (1 when only the first step did)."""
-    return 1 + max([step for step, grown in state_grown.items() if grown > 0], default=0)
+    return 1 + max([step for step, grown in state_grown.items() if grown and grown > 0], default=0)
 
 
 def phase_summary(mem: dict[str, list[dict[str, int]]], steady_from: int = 1) -> dict[str, dict[str, int]]:
