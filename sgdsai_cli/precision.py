@@ -55,4 +55,4 @@ def resolve_precision(name: str) -> Precision:
         return PRECISIONS[key]
     except KeyError:
         raise BadInput(f"unknown precision '{name}'" + did_you_mean(str(name), [*PRECISIONS, *ALIASES]),
-                       field="precision", value=name) from None
+                       value=name) from None

@@ -42,6 +42,7 @@ def bench_step_command(
     quiet: bool = opt.quiet_option(),
 ) -> None:
     """Time the optimizer step alone: ms/step, GB/s, share of copy bandwidth, ratio to fused AdamW."""
+    opt.check_model_name(model)  # a misspelt model: refused before torch is imported
     from sgdsai_cli.errors import BadInput
     from sgdsai_cli.files import check_writable, dumps
     from sgdsai_cli.measure.bench import DEFAULT_OPTIMIZERS, BenchSpec, bench_step, check_optimizer

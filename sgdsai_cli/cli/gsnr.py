@@ -42,6 +42,7 @@ def gsnr_command(
     quiet: bool = opt.quiet_option(),
 ) -> None:
     """g-SNR of every parameter tensor at initialisation and during training, by block type."""
+    opt.check_model_name(model)  # a misspelt model: refused before torch is imported
     from sgdsai_cli.analysis.gsnr import gsnr, parse_steps
     from sgdsai_cli.errors import BadInput
     from sgdsai_cli.files import check_writable, dumps

@@ -96,3 +96,11 @@ def prepare_out(out: Path | None, first_file: str) -> Path | None:
     from sgdsai_cli.files import prepare_out_dir
 
     return None if out is None else prepare_out_dir(out, first_file)
+
+
+def check_model_name(model) -> None:
+    """Refuse a model name that names nothing (BadInput, exit 2) before the command imports torch."""
+    if isinstance(model, str):
+        from sgdsai_cli.models.names import model_source
+
+        model_source(model)

@@ -48,6 +48,7 @@ def plan_command(
     quiet: bool = opt.quiet_option(),
 ) -> None:
     """Plan GPU memory: model states, activations, fits, max batch and GPUs needed (DDP, ZeRO-1/2/3)."""
+    opt.check_model_name(model)  # a misspelt model: refused before torch is imported
     from sgdsai_cli.analysis.plan import plan
     from sgdsai_cli.errors import BadInput
     from sgdsai_cli.files import check_writable, dumps

@@ -86,6 +86,7 @@ def profile_command(
     lora: str = opt.lora_option(),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
+    opt.check_model_name(model)  # a misspelt model: refused before torch is imported
     from sgdsai_cli.analysis.profile import prepare_profile, run_profile
     from sgdsai_cli.analysis.specfile import load_spec_file
     from sgdsai_cli.files import check_writable

@@ -31,69 +31,43 @@ Files: ``configs`` (the config records, ModelSpec), ``presets`` (the catalogue),
 (config.json reading), ``blocks`` (parameter classification), ``build`` (resolve, build, batch,
 loss), ``corpus`` (the byte-level text corpus), ``hf_model`` / ``hf_source`` (transformers models and
 where their config is), ``native_hf`` (a native model's config.json for transformers), ``factory``
-(user factories), ``depth`` (model depth and the same model at another depth), ``checkpointing`` (activation
-checkpointing of the blocks), ``lora`` (LoRA adapters through peft, the base frozen).
+(user factories), ``names`` (what a model name names, torch-free), ``depth`` (model depth and the
+same model at another depth), ``checkpointing`` (activation checkpointing of the blocks), ``lora`` (LoRA
+adapters through peft, the base frozen).
+
+Importing this package imports none of its modules (so ``models.names`` and ``models.presets`` load without
+torch); each name below is imported from its module on first use.
 """
 
-from sgdsai_cli.models.blocks import BLOCK_TYPES, block_type
-from sgdsai_cli.models.build import (
-    _addressable,
-    batch_tensors,
-    build_model,
-    check_addressable,
-    count_params,
-    decoder_layers,
-    make_batch,
-    max_positions,
-    resolve_model,
-    trainable_parameters,
-    training_loss,
-)
-from sgdsai_cli.models.configs import (
-    FAMILIES,
-    FactoryConfig,
-    GPT2Config,
-    HFConfig,
-    LlamaConfig,
-    ModelSpec,
-    ViTConfig,
-)
-from sgdsai_cli.models.depth import depth_reducible, model_depth, with_depth
-from sgdsai_cli.models.factory import check_reimportable
-from sgdsai_cli.models.hf_config import MAX_LAYERS, load_config_spec
-from sgdsai_cli.models.hf_model import moe_note, routing_details
-from sgdsai_cli.models.native_hf import as_transformers
-from sgdsai_cli.models.presets import PRESETS
+from __future__ import annotations
 
-__all__ = [
-    "BLOCK_TYPES",
-    "as_transformers",
-    "batch_tensors",
-    "FAMILIES",
-    "MAX_LAYERS",
-    "FactoryConfig",
-    "HFConfig",
-    "PRESETS",
-    "GPT2Config",
-    "LlamaConfig",
-    "ModelSpec",
-    "ViTConfig",
-    "_addressable",
-    "block_type",
-    "build_model",
-    "check_addressable",
-    "check_reimportable",
-    "depth_reducible",
-    "count_params",
-    "decoder_layers",
-    "load_config_spec",
-    "make_batch",
-    "max_positions",
-    "model_depth",
-    "moe_note",
-    "resolve_model",
-    "routing_details",
-    "trainable_parameters",
-    "training_loss",
-    "with_depth",
-]
+import importlib
+
+_EXPORTS = {
+    "BLOCK_TYPES": "blocks", "block_type": "blocks",
+    "_addressable": "build", "batch_tensors": "build", "build_model": "build", "check_addressable": "build",
+    "count_params": "build", "decoder_layers": "build", "make_batch": "build", "max_positions": "build",
+    "resolve_model": "build", "trainable_parameters": "build", "training_loss": "build",
+    "FAMILIES": "configs", "FactoryConfig": "configs", "GPT2Config": "configs", "HFConfig": "configs",
+    "LlamaConfig": "configs", "ModelSpec": "configs", "ViTConfig": "configs",
+    "depth_reducible": "depth", "model_depth": "depth", "with_depth": "depth",
+    "check_reimportable": "factory",
+    "MAX_LAYERS": "hf_config", "load_config_spec": "hf_config",
+    "moe_note": "hf_model", "routing_details": "hf_model",
+    "as_transformers": "native_hf",
+    "PRESETS": "presets",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'sgdsai_cli.models' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"sgdsai_cli.models.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -12,7 +12,6 @@ Families: gpt2, llama, vit (our builders), hf (transformers' own class: ``hf_mod
 from __future__ import annotations
 
 import math
-import os
 
 import torch
 import torch.nn.functional as F
@@ -24,8 +23,8 @@ from sgdsai_cli.models import hf_model as _hf
 from sgdsai_cli.models.configs import FAMILIES, ModelSpec
 from sgdsai_cli.models.gpt2 import GPT2
 from sgdsai_cli.models.hf_config import load_config_spec
-from sgdsai_cli.models.hf_source import looks_like_hub_id
 from sgdsai_cli.models.llama import Llama
+from sgdsai_cli.models.names import model_source
 from sgdsai_cli.models.presets import PRESETS
 from sgdsai_cli.models.vit import ViT
 
@@ -46,19 +45,11 @@ def resolve_model(name_or_path, attn_implementation: str | None = None) -> Model
     if callable(name_or_path):
         return _native_attn(_factory.factory_spec(name_or_path), attn_implementation)
     text = str(name_or_path).strip()
-    if text.lower() in PRESETS:
+    source = model_source(text)
+    if source == "preset":
         return _native_attn(PRESETS[text.lower()], attn_implementation)
-    if _factory.looks_like_target(text) and not os.path.exists(text):
+    if source == "factory":
         return _native_attn(_factory.factory_spec(text), attn_implementation)
-    looks_like_path = (
-        text.endswith(".json")
-        or "/" in text
-        or os.sep in text
-        or (os.altsep is not None and os.altsep in text)
-        or os.path.exists(text)
-    )
-    if not looks_like_path and not looks_like_hub_id(text):
-        raise BadInput(f"unknown model '{text}'" + did_you_mean(text, PRESETS), value=text)
     return load_config_spec(text, attn_implementation)
 
 

@@ -39,18 +39,7 @@ from torch import Tensor, nn
 
 from sgdsai_cli.errors import BadInput
 from sgdsai_cli.models.configs import FactoryConfig, ModelSpec
-
-_TARGET = re.compile(r"^(?P<where>.+?):(?P<attr>[A-Za-z_][\w.]*)$")
-_MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$")
-
-
-def looks_like_target(text: str) -> bool:
-    """``module.path:name`` or ``file.py:name`` (a drive letter such as ``C:`` is not a module)."""
-    m = _TARGET.match(text)
-    if m is None:
-        return False
-    where = m.group("where")
-    return where.endswith(".py") or (bool(_MODULE.match(where)) and len(where) > 1)
+from sgdsai_cli.models.names import _TARGET, looks_like_target  # noqa: F401 (factory.looks_like_target)
 
 
 def factory_spec(model) -> ModelSpec:
