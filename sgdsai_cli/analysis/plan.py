@@ -357,14 +357,15 @@ class PlanResult(Document):
 def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizers=DEFAULT_OPTIMIZERS, *,
          batch_size: int = 1, seq_len: int = 512, context_bytes: int | None = None,
          activation_fn=None, step_fn=None, reserved_fn=None, parallel: str = "none",
-         activation_checkpointing: str = "none", lora=None, fit: bool = False,
+         activation_checkpointing: str = "none", lora=None, fit: bool | str = False,
          on_progress: ProgressCallback | None = None) -> PlanResult:
     """Resolve names (BadInput for unknown ones) and plan every (optimizer, precision, GPU).
 
     ``parallel="fsdp2"`` adds ``fsdp2_rows``: the fewest FSDP2 ranks from the one-process simulation
     (``plan_fsdp2``), beside the formula counts of every row's ``gpus_needed``. ``fit=True`` adds ``fit_rows``:
     per GPU and optimizer, the ladder of recipes (full fp32 ... LoRA + checkpointing) with their largest batch
-    (``plan_fit``; ``lora`` is then the adapter of its LoRA rungs)."""
+    (``plan_fit``; ``lora`` is then the adapter of its LoRA rungs); ``fit="auto"`` adds them for the GPUs on
+    which no row fits (what the command does by default)."""
     from sgdsai_cli.analysis.gpus import resolve_gpu
     from sgdsai_cli.models import resolve_model
     from sgdsai_cli.optim.registry import resolve_optimizer
@@ -426,11 +427,15 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         spec["activation_checkpointing"] = checkpointing
     if lora_spec is not None:
         spec["lora"] = lora_spec.text()
-    if fit:
+    if fit not in (True, False, "auto"):
+        raise BadInput(f"bad fit {fit!r} (True, False or 'auto')", field="fit", value=fit)
+    fit_gpus = gpu_records if fit is True else [
+        g for g in gpu_records if fit == "auto" and not any(r.fits for r in rows if r.gpu == g.name)]
+    if fit_gpus:
         from sgdsai_cli.analysis.plan_fit import fit_rows
 
-        spec["fit"] = True
-        body["fit_rows"], fit_note = fit_rows(base_spec, gpu_records, optimizers, batch_size=batch_size,
+        spec["fit"] = True if fit is True else "auto"
+        body["fit_rows"], fit_note = fit_rows(base_spec, fit_gpus, optimizers, batch_size=batch_size,
                                               seq_len=seq_len, context_bytes=context_bytes, lora=lora_spec,
                                               on_progress=on_progress)
         body["assumptions"]["fit_rows"] = (

@@ -39,9 +39,10 @@ def plan_command(
                                                  help="none, full or every=N: plan with the blocks' activations "
                                                       "recomputed in backward."),
     lora: str = opt.lora_option(),
-    fit: bool = typer.Option(False, "--fit", help="Also the ladder of recipes per GPU and optimizer (full fp32, bf16, "
-                                                  "+ checkpointing, LoRA, LoRA + checkpointing) with the largest "
-                                                  "batch each allows, or the GiB missing."),
+    fit: bool = typer.Option(None, "--fit/--no-fit", show_default=False,
+                             help="The ladder of recipes per GPU and optimizer (full fp32, bf16, + checkpointing, "
+                                  "LoRA, LoRA + checkpointing) with the largest batch each allows, or the GiB "
+                                  "missing. [default: for the GPUs nothing fits on]"),
     json_path: Path = opt.json_option("Write the plan document (kind: plan) here."),
     out: Path = opt.out_option("Folder for plan.json and the plot (PNG and SVG)."),
     output_format: str = opt.format_option(FORMATS),
@@ -69,7 +70,7 @@ def plan_command(
     with progress_bar(quiet) as on_progress:
         result = plan(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
                       context_bytes=context_bytes, parallel=parallel,
-                      activation_checkpointing=activation_checkpointing, lora=lora, fit=fit,
+                      activation_checkpointing=activation_checkpointing, lora=lora, fit="auto" if fit is None else fit,
                       on_progress=on_progress)
     written = []
     if json_path is not None:
