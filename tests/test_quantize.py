@@ -82,6 +82,18 @@ def test_format_bytes_equal_real_quantisation(shape, quant_type, double_quant, b
 
 
 @pytest.mark.parametrize("double_quant", [False, True])
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("double_quant", [False, True])
+def test_format_bytes_equal_cuda_quantisation(double_quant):
+    seen = {}
+    for device in ("cuda", "meta"):
+        model = nn.Sequential(nn.Linear(65, 33, bias=False, device=device))
+        summary = quantize_linears(model, double_quant=double_quant, skip=())
+        seen[device] = (_parts(model[0]), summary.total_bytes)
+    assert seen["cuda"] == seen["meta"]
+
+
+@pytest.mark.parametrize("double_quant", [False, True])
 def test_real_quantisation_is_bitsandbytes_own(double_quant):
     """The measured tensors are bnb's quantize_4bit of the weight, and dequantise back close to it."""
     import bitsandbytes as bnb
@@ -188,25 +200,25 @@ def test_explicit_skip_and_conv1d():
 # QLoRA: frozen base, adapters train (CPU), and the fake-tensor trace
 
 
-def _lora_config():
+def _lora_config(targets=("q_proj", "v_proj")):
     from peft import LoraConfig
 
-    return LoraConfig(r=8, target_modules=["q_proj", "v_proj"])
+    return LoraConfig(r=8, target_modules=list(targets))
 
 
 def _adapters(model):
     return [m for n, m in model.named_modules() if n.endswith((".lora_A", ".lora_B"))]
 
 
-def _real_qlora():
+def _real_qlora(name="tiny-llama", targets=("q_proj", "v_proj"), dtype=torch.float32):
     pytest.importorskip("peft")
     from peft import inject_adapter_in_model
 
-    spec = resolve_model("tiny-llama")
+    spec = resolve_model(name)
     torch.manual_seed(0)
-    model = build_model(spec, device="cpu")
+    model = build_model(spec, device="cpu", dtype=dtype)
     summary = quantize_linears(model)
-    inject_adapter_in_model(_lora_config(), model)
+    inject_adapter_in_model(_lora_config(targets), model)
     for a in _adapters(model):  # fp32 adapters, as get_peft_model's autocast_adapter_dtype makes them
         a.to(torch.float32)
     return spec, model, summary
@@ -263,7 +275,13 @@ def test_qlora_trains_adapters_only_on_cpu():
     assert _quantised_bytes(model) == summary.total_bytes  # the 4-bit base is what it was
 
 
-def test_qlora_forward_backward_under_fake_tensor_mode_matches_real():
+@pytest.mark.parametrize("name, targets, dtype", [
+    ("tiny-llama", ("q_proj", "v_proj"), torch.float32),
+    ("tiny-llama", ("q_proj", "v_proj"), torch.bfloat16),
+    ("tiny-gpt2", ("c_attn",), torch.float32),  # biases (bnb casts them to the compute dtype), a tied head
+    ("tiny-vit", ("query", "value"), torch.float32),
+])
+def test_qlora_forward_backward_under_fake_tensor_mode_matches_real(name, targets, dtype):
     """Fake build, quantisation and LoRA: forward + backward trace to the real CPU run's peak, to the byte.
 
     peft injects outside the mode with meta adapters (its .to() of a fake parameter cannot swap), made
@@ -271,19 +289,24 @@ def test_qlora_forward_backward_under_fake_tensor_mode_matches_real():
     pytest.importorskip("peft")
     from peft import inject_adapter_in_model
 
-    spec, model, _ = _real_qlora()
+    spec, model, real_summary = _real_qlora(name, targets, dtype)
     batch = make_batch(spec, 2, 16, device="cpu", generator=torch.Generator().manual_seed(1))
     real = LiveTracker()
     with real:
         real_loss = training_loss(spec, model, batch)
         real_loss.backward()
+    import bitsandbytes as bnb
+
+    biases = [m.bias for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert all(b.dtype == torch.bfloat16 for b in biases if b is not None)  # bnb's forward cast them
+    assert sum(b.untyped_storage().nbytes() for b in biases if b is not None) == 2 * real_summary.bias_elements
 
     mode = FakeTensorMode()
     with mode:
-        fake = build_model(spec, device="cpu")
+        fake = build_model(spec, device="cpu", dtype=dtype)
         summary = quantize_linears(fake)
     with unset_fake_temporarily():
-        inject_adapter_in_model(_lora_config(), fake, low_cpu_mem_usage=True)
+        inject_adapter_in_model(_lora_config(targets), fake, low_cpu_mem_usage=True)
     with mode:
         for a in _adapters(fake):
             for sub in a.modules():

@@ -82,9 +82,11 @@ class QuantizedSummary:
     """What ``quantize_linears`` did: modules replaced and kept, and the bytes of the quantised weights.
 
     ``state_bytes`` = ``absmax_bytes + code_bytes + nested_bytes`` (every quant-state tensor of every
-    replaced module, each storage once). Biases of replaced modules stay in their dtype and are not
-    counted here (``bias_bytes`` says how much they are). ``bytes_source``: "measured" (storages of
-    real bnb tensors) or "format" (meta or fake tensors shaped by bnb's storage format).
+    replaced module, each storage once). Biases of replaced modules are kept, frozen, and not counted
+    in these: ``bias_bytes`` is what they hold now; bnb's ``Linear4bit.forward`` casts a bias to the
+    compute dtype in place on its first call, so from then on they hold ``bias_elements`` elements of
+    ``compute_dtype``. ``bytes_source``: "measured" (storages of real bnb tensors) or "format" (meta
+    or fake tensors shaped by bnb's storage format).
     """
 
     quant_type: str
@@ -99,7 +101,8 @@ class QuantizedSummary:
     absmax_bytes: int
     code_bytes: int
     nested_bytes: int
-    bias_bytes: int  # biases of the replaced modules (kept, frozen)
+    bias_bytes: int  # biases of the replaced modules (kept, frozen), as they are now
+    bias_elements: int  # their elements (in compute_dtype after the first forward)
     bytes_source: str  # "measured" | "format"
 
     @property
@@ -359,7 +362,7 @@ def quantize_linears(model: nn.Module, *, quant_type: str = "nf4", double_quant:
     bnb = require_bitsandbytes()
     sources, seen = set(), set()
     totals = {"weight": 0, "absmax": 0, "code": 0, "nested": 0, "bias": 0}
-    elements = largest = 0
+    elements = largest = bias_elements = 0
 
     def count(part: str, t: torch.Tensor | None) -> None:
         if t is not None and t.untyped_storage()._cdata not in seen:
@@ -379,12 +382,14 @@ def quantize_linears(model: nn.Module, *, quant_type: str = "nf4", double_quant:
             for t in tensors:
                 count(part, t)
         count("bias", new.bias)
+        bias_elements += new.bias.numel() if new.bias is not None else 0
     model.is_loaded_in_4bit = True  # transformers' flag: peft wraps Linear4bit in its 4-bit LoRA layer
     return QuantizedSummary(
         quant_type=quant_type, double_quant=double_quant, blocksize=blocksize, compute_dtype=compute_dtype,
         replaced=tuple(targets), skipped=tuple(skipped), quantized_elements=elements,
         largest_weight_elements=largest, weight_bytes=totals["weight"], absmax_bytes=totals["absmax"],
         code_bytes=totals["code"], nested_bytes=totals["nested"], bias_bytes=totals["bias"],
+        bias_elements=bias_elements,
         bytes_source="measured" if sources == {"measured"} else "format",
     )
 
