@@ -81,7 +81,6 @@ def test_format_bytes_equal_real_quantisation(shape, quant_type, double_quant, b
     assert real.state_bytes == formula.state_bytes
 
 
-@pytest.mark.parametrize("double_quant", [False, True])
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("double_quant", [False, True])
 def test_format_bytes_equal_cuda_quantisation(double_quant):
