@@ -39,6 +39,7 @@ CPU's ``gemm_4bit``, are made and freed inside one op).
 from __future__ import annotations
 
 import contextlib
+import difflib
 import logging
 import re
 import sys
@@ -48,7 +49,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, did_you_mean
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 
 BNB_EXTRA = "pip install 'sgdsai[bnb]'"
 QUANT_TYPES = ("nf4", "fp4")
@@ -128,16 +129,21 @@ def require_bitsandbytes(what: str = "QLoRA"):
 
     Its import logs a warning on CPUs with AVX512-BF16 when the optional ``kernels`` package is
     missing ("Failed to load CPU gemm_4bit_forward from kernels-community"); bnb's loggers are
-    held at ERROR for the import only, and their level restored after.
+    held at ERROR for the import only, and their level restored after. The import makes module-level
+    tensors (bnb's nf4/fp4 tables): it runs outside any dispatch mode and on the CPU, so that a first
+    import inside a ``FakeTensorMode`` (or a tracker, or a meta device context) leaves bnb real tables.
     """
     loaded = sys.modules.get("bitsandbytes")
     if loaded is not None:
         return loaded
+    from torch.utils._python_dispatch import _disable_current_modes
+
     logger = logging.getLogger("bitsandbytes")
     previous = logger.level
     logger.setLevel(logging.ERROR)
     try:
-        import bitsandbytes
+        with _disable_current_modes(), torch.device("cpu"):
+            import bitsandbytes
     except ImportError:
         raise EnvironmentUnavailable(f"{what} needs bitsandbytes: {BNB_EXTRA}", field="bitsandbytes") from None
     except Exception as e:  # a broken install (its native library, a CUDA setup): not a traceback
@@ -214,7 +220,10 @@ def default_skips(model: nn.Module) -> list[str]:
     if params:
         keys.add(params[-1][0])
     get_output = getattr(model, "get_output_embeddings", None)
-    head = get_output() if callable(get_output) else None
+    try:
+        head = get_output() if callable(get_output) else None
+    except (AttributeError, NotImplementedError):  # a model that has no output embeddings to give
+        head = None
     if head is not None:
         keys.update(name for name, m in model.named_modules() if m is head)
     return sorted({k.removesuffix(".weight") for k in keys})
@@ -229,7 +238,7 @@ def _skip_patterns(model: nn.Module, skip) -> list[str]:
     if skip is None:
         patterns = default_skips(model)
     else:
-        if isinstance(skip, str) or not isinstance(skip, Sequence) or not all(isinstance(s, str) for s in skip):
+        if not isinstance(skip, (list, tuple, set, frozenset)) or not all(isinstance(s, str) for s in skip):
             raise BadInput(f"skip must be a list of module names, got {skip!r}", field="skip", value=skip)
         names = [n for n, _ in model.named_modules() if n]
         for pattern in skip:
@@ -238,8 +247,10 @@ def _skip_patterns(model: nn.Module, skip) -> list[str]:
             except re.error:
                 found = False
             if not found:
-                raise BadInput(f"skip: no module named {pattern!r} in the model" + did_you_mean(pattern, names),
-                               field="skip", value=pattern)
+                close = difflib.get_close_matches(pattern, sorted({*names, *(n.rsplit(".", 1)[-1] for n in names)}),
+                                                  n=3, cutoff=0.6)
+                hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+                raise BadInput(f"skip: no module named {pattern!r} in the model{hint}", field="skip", value=pattern)
         patterns = list(skip)
     keep_fp32 = getattr(model, "_keep_in_fp32_modules", None)  # transformers keeps these out too
     if isinstance(keep_fp32, (list, tuple, set)):
@@ -319,9 +330,8 @@ def _replacement(bnb, module: nn.Module, quant_type: str, double_quant: bool, co
 
 
 def _active(mode) -> bool:
-    from torch.utils._python_dispatch import _get_current_dispatch_mode_stack
-
-    return any(m is mode for m in _get_current_dispatch_mode_stack())
+    """Whether ``mode`` is the FakeTensorMode in force now (entering it again would be an error)."""
+    return torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is mode
 
 
 def _state_tensors(state) -> dict[str, list[torch.Tensor]]:
