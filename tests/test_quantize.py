@@ -142,6 +142,17 @@ def test_llama2_7b_on_meta():
     assert rows[False].state_bytes == 404_764_672 and rows[True].state_bytes == 103_013_248
 
 
+def test_llama2_7b_prepared_for_kbit_training():
+    """peft's prepare_model_for_kbit_training on our quantised model: the kept parameters in fp32."""
+    peft = pytest.importorskip("peft")
+    model = build_model(resolve_model("llama2-7b"), device="meta", dtype=torch.bfloat16)
+    quantize_linears(model)
+    peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    kept = [p for p in model.parameters() if p.dtype != torch.uint8]
+    assert {p.dtype for p in kept} == {torch.float32} and sum(p.numel() for p in kept) == 262_410_240
+    assert sum(p.untyped_storage().nbytes() for p in kept) == 1_049_640_960
+
+
 # ----------------------------------------------------------------------------------------------
 # what is kept in full precision
 
