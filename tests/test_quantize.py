@@ -8,6 +8,7 @@ adapters changing; its forward and backward trace under FakeTensorMode to the sa
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import subprocess
 import sys
@@ -140,6 +141,9 @@ def test_llama2_7b_on_meta():
     assert (rows[True].absmax_bytes, rows[True].code_bytes, rows[True].nested_bytes) == \
            (101_187_584, 14_336, 1_811_328)
     assert rows[False].state_bytes == 404_764_672 and rows[True].state_bytes == 103_013_248
+    doc = rows[True].to_dict()
+    assert json.loads(json.dumps(doc)) == doc and doc["compute_dtype"] == "bfloat16"
+    assert (doc["modules_replaced"], doc["skipped"], doc["state_bytes"]) == (224, ["lm_head"], 103_013_248)
 
 
 def test_llama2_7b_prepared_for_kbit_training():

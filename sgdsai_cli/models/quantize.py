@@ -119,6 +119,18 @@ class QuantizedSummary:
         """Weight plus quant state: what the quantised base weights hold (biases apart)."""
         return self.weight_bytes + self.state_bytes
 
+    def to_dict(self) -> dict:
+        """Plain values for a result document (module names of the replaced ones left out: a count)."""
+        return {
+            "quant_type": self.quant_type, "double_quant": self.double_quant, "blocksize": self.blocksize,
+            "compute_dtype": str(self.compute_dtype).removeprefix("torch."),
+            "modules_replaced": self.modules_replaced, "skipped": list(self.skipped),
+            "quantized_elements": self.quantized_elements, "weight_bytes": self.weight_bytes,
+            "state_bytes": self.state_bytes, "absmax_bytes": self.absmax_bytes, "code_bytes": self.code_bytes,
+            "nested_bytes": self.nested_bytes, "bias_bytes": self.bias_bytes, "bias_elements": self.bias_elements,
+            "largest_weight_elements": self.largest_weight_elements, "bytes_source": self.bytes_source,
+        }
+
 
 # ----------------------------------------------------------------------------------------------
 # bitsandbytes, quietly
