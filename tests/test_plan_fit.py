@@ -11,7 +11,8 @@ pytest.importorskip("peft")
 from sgdsai_cli.analysis.plan import plan  # noqa: E402
 from sgdsai_cli.analysis.plan_fit import first_fit  # noqa: E402
 
-LADDER = ["full fp32", "full bf16", "full bf16 + checkpointing", "LoRA r=16 bf16", "LoRA r=16 bf16 + checkpointing"]
+LADDER = ["full fp32", "full bf16", "full bf16 + checkpointing", "LoRA r=16 bf16", "LoRA r=16 bf16 + checkpointing",
+          "QLoRA r=16 nf4", "QLoRA r=16 nf4 + checkpointing"]
 KW = dict(seq_len=16, context_bytes=0, optimizers=["sgdsai", "adamw"])
 
 
@@ -26,6 +27,10 @@ def test_every_rung_for_every_gpu_and_optimizer(fit_doc):
     assert len(rows) == len(LADDER) * 2 * 2
     trainable = {r["recipe"]: r["trainable_params"] for r in rows}
     assert trainable["full fp32"] == 158_016 and trainable["LoRA r=16 bf16"] == 2 * (16 * 64 * 2 + 16 * 64 + 16 * 32)
+    assert trainable["QLoRA r=16 nf4"] == trainable["LoRA r=16 bf16"]
+    qlora = next(r for r in rows if r["recipe"] == "QLoRA r=16 nf4")
+    lora = next(r for r in rows if r["recipe"] == "LoRA r=16 bf16")
+    assert qlora["lora"] == "r=16,alpha=32,quant=nf4" and qlora["model_state_bytes"] < lora["model_state_bytes"]
     for r in rows:
         assert r["short_bytes"] == (0 if r["fits"] else r["total_bytes"] - r["gpu_memory_bytes"])
         assert r["fits"] == (r["total_bytes"] <= r["gpu_memory_bytes"]) and (r["max_batch_size"] > 0) == r["fits"]
@@ -58,7 +63,7 @@ def test_a_model_without_default_targets_gets_no_lora_rungs_unless_given():
     assert "no LoRA rungs" in doc["assumptions"]["fit_rows"]
     given = plan("tiny-vit", precisions=["fp32"], gpus=["custom:4MiB"], fit=True, lora="r=4,targets=query,value",
                  **KW).to_dict()
-    assert "LoRA r=4 bf16" in {r["recipe"] for r in given["fit_rows"]}
+    assert {"LoRA r=4 bf16", "QLoRA r=4 nf4"} <= {r["recipe"] for r in given["fit_rows"]}
 
 
 def test_cli_fit(cli, tmp_path):

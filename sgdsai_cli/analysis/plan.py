@@ -218,7 +218,9 @@ def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
 
     prec = resolve_precision(precision)
     trace = estimate.trace_step(model_spec, prec, optimizer)  # on the CUDA default path
-    return {"impl": trace.impl, "param_bytes": estimate.param_bytes(model_spec, prec),
+    # a QLoRA base's quantisation state counts with the parameters: memory the model holds the whole run
+    return {"impl": trace.impl,
+            "param_bytes": estimate.param_bytes(model_spec, prec) + estimate.quant_state_bytes(model_spec, prec),
             "grad_bytes": estimate.grad_bytes_of(model_spec, prec),
             "state_bytes": trace.state_bytes, "step_transient_bytes": trace.step_transient_bytes}
 

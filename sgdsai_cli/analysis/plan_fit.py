@@ -9,6 +9,8 @@ The recipes form a ladder, from the most faithful to the leanest (``recipes``):
     full bf16 + checkpointing torch.utils.checkpoint on every block (models.checkpointing)
     LoRA bf16                 peft adapters (fp32) on a frozen bf16 base (models.lora)
     LoRA bf16 + checkpointing
+    QLoRA nf4                 the same adapters on a bitsandbytes 4-bit base (nf4, double quant; models.quantize),
+    QLoRA nf4 + checkpointing computing in bf16 (left out without bitsandbytes, and the result says so)
 
 Each rung is planned exactly as ``plan`` plans one precision (``plan.plan_rows``: the fake-tensor traces, the
 allocator model, the card's context allowance, ``gpus.fits``), so a rung that fits here fits there. The LoRA
@@ -51,8 +53,19 @@ def recipes(model_spec, lora=None) -> tuple[list[Recipe], str | None]:
         if lora is not None:
             raise
         return ladder, f"no LoRA rungs: {e} (give --lora)"
+    spec = dataclasses.replace(spec, quant=None)
     label = f"LoRA r={spec.r} bf16"
     ladder += [Recipe(label, "bf16", "none", spec), Recipe(f"{label} + checkpointing", "bf16", "full", spec)]
+    from sgdsai_cli.errors import EnvironmentUnavailable
+    from sgdsai_cli.models.quantize import require_bitsandbytes
+
+    try:
+        require_bitsandbytes()
+    except EnvironmentUnavailable as e:
+        return ladder, f"no QLoRA rungs: {e}"
+    q = dataclasses.replace(spec, quant="nf4", double_quant=True)
+    label = f"QLoRA r={spec.r} nf4"
+    ladder += [Recipe(label, "bf16", "none", q), Recipe(f"{label} + checkpointing", "bf16", "full", q)]
     return ladder, None
 
 

@@ -37,6 +37,22 @@ def lora_option():
                              "[,dtype=bf16], or a peft adapter_config.json. [default: full training]")
 
 
+def qlora_option():
+    return typer.Option(None, "--qlora", metavar="SPEC", show_default=False,
+                        help="QLoRA: --lora with the base's linear layers in bitsandbytes 4-bit (nf4, double quant; "
+                             "quant=fp4, double_quant=false to change). [default: off]")
+
+
+def lora_from(lora, qlora):
+    """The adapter of ``--lora`` or ``--qlora`` (one of them at most), as a LoraSpec or None."""
+    from sgdsai_cli.errors import BadInput
+    from sgdsai_cli.models.lora import parse_lora, parse_qlora
+
+    if lora is not None and qlora is not None:
+        raise BadInput("--lora and --qlora exclude each other (--qlora is --lora with a 4-bit base)")
+    return parse_qlora(qlora) if qlora is not None else parse_lora(lora)
+
+
 def quiet_option():
     return typer.Option(False, "--quiet", "-q", help="Only the result: no progress, no notes.")
 

@@ -39,6 +39,7 @@ def plan_command(
                                                  help="none, full or every=N: plan with the blocks' activations "
                                                       "recomputed in backward."),
     lora: str = opt.lora_option(),
+    qlora: str = opt.qlora_option(),
     fit: bool = typer.Option(None, "--fit/--no-fit", show_default=False,
                              help="The ladder of recipes per GPU and optimizer (full fp32, bf16, + checkpointing, "
                                   "LoRA, LoRA + checkpointing) with the largest batch each allows, or the GiB "
@@ -70,7 +71,7 @@ def plan_command(
     with progress_bar(quiet) as on_progress:
         result = plan(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
                       context_bytes=context_bytes, parallel=parallel,
-                      activation_checkpointing=activation_checkpointing, lora=lora, fit="auto" if fit is None else fit,
+                      activation_checkpointing=activation_checkpointing, lora=opt.lora_from(lora, qlora), fit="auto" if fit is None else fit,
                       on_progress=on_progress)
     written = []
     if json_path is not None:

@@ -84,6 +84,7 @@ def profile_command(
                                             help="transformers models: sdpa, eager or flash_attention_2. "
                                                  "[default: sdpa]"),
     lora: str = opt.lora_option(),
+    qlora: str = opt.qlora_option(),
 ) -> None:
     """Bytes each optimizer needs (params, grads, state per key, activations, step transient, peak)."""
     opt.check_model_name(model)  # a misspelt model: refused before torch is imported
@@ -100,7 +101,7 @@ def profile_command(
                 ("--warmup", warmup), ("--steps", steps), ("--sample-interval-ms", sample_interval_ms),
                 ("--json", json_path), ("--out", out), ("--format", output_format), ("--baseline", baseline),
                 ("--tolerance", tolerance), ("--profile", spec_file), ("--parallel", parallel),
-                ("--world-size", world_size), ("--shard-size", shard_size), ("--lora", lora),
+                ("--world-size", world_size), ("--shard-size", shard_size), ("--lora", lora), ("--qlora", qlora),
                 ("--activation-checkpointing", activation_checkpointing)]
         flags = {"--update-baseline": update_baseline, "--snapshot": snapshot, "--quiet": quiet,
                  "--verbose": verbose, "--reshard-after-forward": reshard_after_forward is True,
@@ -129,7 +130,7 @@ def profile_command(
         "shard_size": opt.optional(opt.parse_int, "--shard-size", shard_size),
         "attn_implementation": attn_implementation,
         "activation_checkpointing": activation_checkpointing,
-        "lora": lora,
+        "lora": opt.lora_from(lora, qlora),
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")

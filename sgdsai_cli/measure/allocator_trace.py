@@ -212,9 +212,12 @@ def param_storage_sizes(model_spec, precision) -> tuple[int, ...]:
     """Bytes of each distinct parameter and buffer storage, in the model's order (a meta build)."""
     from sgdsai_cli import models
 
+    from sgdsai_cli.models.quantize import quant_state_tensors
+
     model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
     seen: dict[int, int] = {}
-    for t in [*model.parameters(), *model.buffers()]:
+    quant_state = quant_state_tensors(model) if getattr(model, "sgdsai_quantized", None) is not None else []
+    for t in [*model.parameters(), *model.buffers(), *quant_state]:
         st = t.untyped_storage()
         seen.setdefault(st._cdata, st.nbytes())
     return tuple(n for n in seen.values() if n)

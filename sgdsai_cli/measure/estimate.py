@@ -47,7 +47,12 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sgdsai_cli.measure.model_bytes import buffer_bytes, grad_bytes_of, param_bytes  # noqa: F401 (estimate.*)
+from sgdsai_cli.measure.model_bytes import (  # noqa: F401 (estimate.*)
+    buffer_bytes,
+    grad_bytes_of,
+    param_bytes,
+    quant_state_bytes,
+)
 from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
 from sgdsai_cli.measure.storage import state_tensors, unique_bytes
 from sgdsai_cli.measure.tracker import LiveTracker
@@ -394,6 +399,7 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
     st = trace_step(model_spec, precision, optimizer)
     params = param_bytes(model_spec, precision)
     buffers = buffer_bytes(model_spec, precision)  # transformers' rotary inv_freq, position ids, ...: 0 for ours
+    buffers += quant_state_bytes(model_spec, precision)  # a QLoRA base's absmax and codes: held as buffers are
     grad_bytes = grad_bytes_of(model_spec, precision)  # the trainable parameters' (all, or a LoRA model's adapters)
     peak = params + buffers + st.state_bytes + max(fb.forward_backward_peak_bytes,
                                                    fb.batch_bytes + grad_bytes + st.step_transient_bytes)
@@ -423,7 +429,9 @@ def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: 
             "trace_seconds": round(fb.seconds + st.seconds, 3),
             "reserved_peak_bytes": reserved.replay.reserved_peak_bytes,
             "allocator": reserved.details(),
-            **({"buffer_bytes": buffers} if buffers else {}),
+            **({"buffer_bytes": buffer_bytes(model_spec, precision)} if buffer_bytes(model_spec, precision) else {}),
+            **({"quant_state_bytes": quant_state_bytes(model_spec, precision)}
+               if quant_state_bytes(model_spec, precision) else {}),
             **models_routing(model_spec),
         },
         reserved_peak_bytes=reserved.replay.reserved_peak_bytes,

@@ -1,4 +1,5 @@
-"""Bytes of a model's parameters, trainable parameters and buffers in a precision (a meta build, cached).
+"""Bytes of a model's parameters, trainable parameters, buffers and 4-bit quantisation state in a precision
+(a meta build, cached).
 
 The estimate, the planner and the allocator model read these; tied tensors count once.
 """
@@ -37,3 +38,15 @@ def param_bytes(model_spec, precision: Precision) -> int:
     model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
     return unique_bytes(model.parameters())
 
+
+
+@functools.lru_cache(maxsize=64)
+def quant_state_bytes(model_spec, precision: Precision) -> int:
+    """Bytes of a QLoRA base's quantisation state (absmax, codes: neither parameters nor buffers); 0 otherwise."""
+    if model_spec.lora is None or model_spec.lora.quant is None:
+        return 0
+    from sgdsai_cli import models
+    from sgdsai_cli.models.quantize import quant_state_tensors
+
+    model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
+    return unique_bytes(quant_state_tensors(model))

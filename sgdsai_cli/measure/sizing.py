@@ -59,6 +59,13 @@ def model_info(model: torch.nn.Module, model_spec) -> ModelInfo:
     if model_spec.lora is not None:
         info.extra["lora"] = model_spec.lora.to_dict()
         info.extra["frozen_params"] = info.params - info.trainable_params
+    quantized = getattr(model, "sgdsai_quantized", None)
+    if quantized is not None:  # QLoRA: the 4-bit base (packed weights are parameters; their state is not)
+        info.extra["qlora"] = quantized.to_dict()
+        # a packed weight holds two 4-bit codes a byte: count the weights it stands for, not its bytes
+        info.params = sum(p.numel() for p in params if getattr(p, "quant_state", None) is None) \
+            + quantized.quantized_elements
+        info.extra["frozen_params"] = info.params - info.trainable_params
     return info
 
 

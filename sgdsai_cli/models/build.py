@@ -81,7 +81,7 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
         previous = torch.get_default_dtype()
         torch.set_default_dtype(dtype)
         try:
-            return _checkpointed(spec, _adapted(spec, build(spec, device, dtype)))
+            return _checkpointed(spec, _adapted(spec, build(spec, device, dtype), dtype))
         finally:
             torch.set_default_dtype(previous)
     cls = _MODEL_CLASSES.get(spec.family)
@@ -106,15 +106,23 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
     if device.type != "meta":
         with torch.no_grad():
             model.init_weights()
-    return _checkpointed(spec, _adapted(spec, model.train()))
+    return _checkpointed(spec, _adapted(spec, model.train(), dtype))
 
 
-def _adapted(spec: ModelSpec, model: nn.Module) -> nn.Module:
-    """``model`` with ``spec.lora``'s adapters injected by peft and its base frozen (models.lora)."""
+def _adapted(spec: ModelSpec, model: nn.Module, dtype: torch.dtype) -> nn.Module:
+    """``model`` with ``spec.lora``'s adapters injected by peft and its base frozen (models.lora); for QLoRA
+    (``lora.quant``) the base's linear layers become bitsandbytes 4-bit first, computing in ``dtype``
+    (models.quantize), and ``model.sgdsai_quantized`` keeps the QuantizedSummary."""
     if spec.lora is None:
         return model
     from sgdsai_cli.models.lora import apply_lora
 
+    if spec.lora.quant is not None:
+        from sgdsai_cli.models.quantize import quantize_linears
+
+        summary = quantize_linears(model, quant_type=spec.lora.quant, double_quant=spec.lora.double_quant,
+                                   compute_dtype=dtype)
+        model.sgdsai_quantized = summary
     model_type = _hf.hf_model_type(spec) if spec.family == "hf" else spec.family
     return apply_lora(model, spec.lora, model_type)
 

@@ -28,7 +28,8 @@ from torch import nn
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, did_you_mean
 
 ADAPTER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-_KEYS = ("r", "alpha", "targets", "dropout", "dtype")
+_KEYS = ("r", "alpha", "targets", "dropout", "dtype", "quant", "double_quant")
+QUANT_TYPES = ("nf4", "fp4")  # QLoRA: the frozen base in bitsandbytes 4-bit (models.quantize)
 _ALIASES = {"lora_alpha": "alpha", "target_modules": "targets", "lora_dropout": "dropout", "rank": "r"}
 MAX_RANK = 65_536
 _ADAPTABLE = (nn.Linear, nn.Embedding, nn.Conv1d, nn.Conv2d, nn.Conv3d)  # what peft's LoRA wraps (and Conv1D)
@@ -43,10 +44,12 @@ class LoraSpec:
     targets: tuple[str, ...] = ()  # module-name suffixes; (): peft's default for the model type
     dropout: float = 0.0  # lora_dropout on the adapter's input (peft default 0)
     dtype: str = "fp32"  # adapter dtype: fp32 (peft's upcast of bf16/fp16 adapters), bf16, fp16
+    quant: str | None = None  # QLoRA: the base's linear layers in bitsandbytes 4-bit, nf4 or fp4; None: not
+    double_quant: bool = True  # QLoRA: the per-block scales quantised too (bnb_4bit_use_double_quant)
 
     def to_dict(self) -> dict:
         return {"r": self.r, "alpha": self.alpha, "targets": list(self.targets), "dropout": self.dropout,
-                "dtype": self.dtype}
+                "dtype": self.dtype, **({"quant": self.quant, "double_quant": self.double_quant} if self.quant else {})}
 
     @classmethod
     def from_dict(cls, d: dict) -> LoraSpec:
@@ -62,6 +65,10 @@ class LoraSpec:
             parts.append(f"dropout={self.dropout}")
         if self.dtype != "fp32":
             parts.append(f"dtype={self.dtype}")
+        if self.quant:
+            parts.append(f"quant={self.quant}")
+            if not self.double_quant:
+                parts.append("double_quant=false")
         return ",".join(parts)
 
 
@@ -157,12 +164,32 @@ def _checked(fields: dict, where: str) -> LoraSpec:
         if not names or any(not t or not all(c.isalnum() or c in "._-" for c in t) for t in names):
             raise bad(f"targets must be module names such as q_proj, got {targets!r}")
         spec["targets"] = tuple(dict.fromkeys(names))
+    if "quant" in fields:
+        quant = str(fields["quant"]).strip().lower()
+        if quant not in (*QUANT_TYPES, "none"):
+            raise bad(f"quant must be nf4, fp4 or none, got {fields['quant']!r}")
+        spec["quant"] = None if quant == "none" else quant
+    if "double_quant" in fields:
+        flag = fields["double_quant"]
+        flag = flag if isinstance(flag, bool) else {"true": True, "1": True, "yes": True, "false": False, "0": False,
+                                                    "no": False}.get(str(flag).strip().lower())
+        if flag is None:
+            raise bad(f"double_quant must be true or false, got {fields['double_quant']!r}")
+        spec["double_quant"] = flag
     if "dtype" in fields:
         dtype = str(fields["dtype"]).strip().lower()
         if dtype not in ADAPTER_DTYPES:
             raise bad(f"dtype must be one of {', '.join(ADAPTER_DTYPES)}, got {fields['dtype']!r}")
         spec["dtype"] = dtype
     return LoraSpec(**spec)
+
+
+def parse_qlora(text) -> LoraSpec | None:
+    """``--qlora``: ``parse_lora`` with the base quantised, nf4 unless ``quant=`` says otherwise."""
+    spec = parse_lora(text)
+    if spec is None or spec.quant is not None:
+        return spec
+    return dataclasses.replace(spec, quant="nf4")
 
 
 def default_targets(model_type: str) -> tuple[str, ...]:
@@ -177,11 +204,14 @@ def _import_peft():
 
     # peft imports bitsandbytes, whose CPU backend logs a warning about an optional kernels package: keep it
     # off the user's terminal without changing the logging configuration beyond this import
+    from torch.utils._python_dispatch import _disable_current_modes
+
     bnb_log = logging.getLogger("bitsandbytes")
     previous = bnb_log.level
     bnb_log.setLevel(logging.ERROR)
-    try:
-        import peft
+    try:  # outside any FakeTensorMode: importing peft imports bitsandbytes, whose module-level tables must be real
+        with _disable_current_modes(), torch.device("cpu"):
+            import peft
     except ImportError:
         raise EnvironmentUnavailable("LoRA needs peft: pip install 'sgdsai[peft]'", value="peft") from None
     finally:

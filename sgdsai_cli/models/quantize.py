@@ -353,6 +353,17 @@ def _state_tensors(state) -> dict[str, list[torch.Tensor]]:
     return parts
 
 
+def quant_state_tensors(model: nn.Module) -> list[torch.Tensor]:
+    """Every quant-state tensor of the model's 4-bit weights (absmax, code, nested): memory that is neither a
+    parameter nor a buffer."""
+    out = []
+    for module in model.modules():
+        state = getattr(getattr(module, "weight", None), "quant_state", None)
+        if state is not None:
+            out += [t for tensors in _state_tensors(state).values() for t in tensors if t is not None]
+    return out
+
+
 # ----------------------------------------------------------------------------------------------
 # the model
 
@@ -417,4 +428,4 @@ def quantize_linears(model: nn.Module, *, quant_type: str = "nf4", double_quant:
 
 
 __all__ = ["BNB_EXTRA", "Linear4bitBytes", "QuantizedSummary", "default_skips", "linear4bit_bytes",
-           "quantize_linears", "require_bitsandbytes"]
+           "quant_state_tensors", "quantize_linears", "require_bitsandbytes"]
