@@ -429,20 +429,10 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
         spec["activation_checkpointing"] = checkpointing
     if lora_spec is not None:
         spec["lora"] = lora_spec.text()
-    if fit not in (True, False, "auto"):
-        raise BadInput(f"bad fit {fit!r} (True, False or 'auto')", field="fit", value=fit)
-    fit_gpus = gpu_records if fit is True else [
-        g for g in gpu_records if fit == "auto" and not any(r.fits for r in rows if r.gpu == g.name)]
-    if fit_gpus:
-        from sgdsai_cli.analysis.plan_fit import fit_rows
+    from sgdsai_cli.analysis.plan_fit import add_fit_rows
 
-        spec["fit"] = True if fit is True else "auto"
-        body["fit_rows"], fit_note = fit_rows(base_spec, fit_gpus, optimizers, batch_size=batch_size,
-                                              seq_len=seq_len, context_bytes=context_bytes, lora=lora_spec,
-                                              on_progress=on_progress)
-        body["assumptions"]["fit_rows"] = (
-            "each recipe planned as the rows are (reserved peak + the card's context); short_bytes = total_bytes - "
-            "gpu_memory_bytes at batch_size, 0 where it fits" + (f"; {fit_note}" if fit_note else ""))
+    add_fit_rows(spec, body, base_spec, gpu_records, rows, optimizers, fit, batch_size=batch_size, seq_len=seq_len,
+                 context_bytes=context_bytes, lora=lora_spec, on_progress=on_progress)
     if parallel == "fsdp2":
         from sgdsai_cli.analysis.plan_fsdp2 import fsdp2_rows
 

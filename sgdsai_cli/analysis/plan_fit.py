@@ -97,6 +97,26 @@ def fit_rows(model_spec, gpus, optimizers, *, batch_size: int = 1, seq_len: int 
     return rows, note
 
 
+def add_fit_rows(spec: dict, body: dict, model_spec, gpus, rows, optimizers, fit, *, batch_size: int, seq_len: int,
+                 context_bytes: int | None, lora, on_progress: ProgressCallback | None) -> None:
+    """``plan``'s ``fit``: True (every GPU), False, or "auto" (the GPUs on which none of ``rows`` fits): puts
+    ``fit_rows`` in ``body`` and says so in ``spec`` and ``body["assumptions"]``."""
+    from sgdsai_cli.errors import BadInput
+
+    if fit not in (True, False, "auto"):
+        raise BadInput(f"bad fit {fit!r} (True, False or 'auto')", field="fit", value=fit)
+    fit_gpus = gpus if fit is True else [
+        g for g in gpus if fit == "auto" and not any(r.fits for r in rows if r.gpu == g.name)]
+    if not fit_gpus:
+        return
+    spec["fit"] = True if fit is True else "auto"
+    body["fit_rows"], note = fit_rows(model_spec, fit_gpus, optimizers, batch_size=batch_size, seq_len=seq_len,
+                                      context_bytes=context_bytes, lora=lora, on_progress=on_progress)
+    body["assumptions"]["fit_rows"] = (
+        "each recipe planned as the rows are (reserved peak + the card's context); short_bytes = total_bytes - "
+        "gpu_memory_bytes at batch_size, 0 where it fits" + (f"; {note}" if note else ""))
+
+
 def _trainable_params(model_spec) -> int:
     from sgdsai_cli.models import build_model, trainable_parameters
 

@@ -71,8 +71,8 @@ def plan_command(
     with progress_bar(quiet) as on_progress:
         result = plan(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
                       context_bytes=context_bytes, parallel=parallel,
-                      activation_checkpointing=activation_checkpointing, lora=opt.lora_from(lora, qlora), fit="auto" if fit is None else fit,
-                      on_progress=on_progress)
+                      activation_checkpointing=activation_checkpointing, lora=opt.lora_from(lora, qlora),
+                      fit="auto" if fit is None else fit, on_progress=on_progress)
     written = []
     if json_path is not None:
         written.append(result.save(json_path))

@@ -211,7 +211,6 @@ def predict_reserved(param_sizes: list[int], fb_events, traced: int, layers: int
 def param_storage_sizes(model_spec, precision) -> tuple[int, ...]:
     """Bytes of each distinct parameter and buffer storage, in the model's order (a meta build)."""
     from sgdsai_cli import models
-
     from sgdsai_cli.models.quantize import quant_state_tensors
 
     model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
