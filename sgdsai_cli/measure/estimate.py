@@ -346,7 +346,7 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
     t0 = time.perf_counter()
     fake_mode, model = _fake_model_with_grads(model_spec, precision.param_dtype)
     with fake_mode:
-        opt, _ = build_optimizer(optimizer, model.parameters())
+        opt, _ = build_optimizer(optimizer, model.named_parameters())
         impl = use_cuda_default_path(opt)
         scalars = SymbolicScalars()
         first = LiveTracker(record_events=True)

@@ -67,12 +67,14 @@ def meta_model(model_spec, precision: Precision) -> torch.nn.Module:
 
 def size_optimizer(model: torch.nn.Module, optimizer: str) -> tuple[dict[str, int], str, str | None]:
     """Step ``optimizer`` once over ``model`` (meta, with gradients); return (bytes by key, impl, note)."""
-    params = list(model.parameters())
+    params = list(model.named_parameters())  # named: the Muon hybrid splits by name
     opt, impl = build_optimizer(optimizer, params)
     note = None
-    if impl == "fused":
+    fused = impl == "fused" or impl.endswith("+fused")  # adamw-fused, muon-fused (its AdamW part)
+    if fused:
         for group in opt.param_groups:
-            group["fused"], group["foreach"] = False, True
+            if group.get("fused"):
+                group["fused"], group["foreach"] = False, True
         use_impl = "foreach"
         note = FUSED_NOTE
     else:
@@ -83,7 +85,7 @@ def size_optimizer(model: torch.nn.Module, optimizer: str) -> tuple[dict[str, in
         note = "; ".join(filter(None, [note, f"meta tensors have no values: {scalars.reads} scalar reads "
                                              "(Tensor.item) answered with 1 while sizing"]))
     by_key = state_bytes_by_key(opt)
-    return by_key, (impl if impl == "fused" else use_impl), note
+    return by_key, (impl if fused else use_impl), note
 
 
 def error_text(e: BaseException) -> str:

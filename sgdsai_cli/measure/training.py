@@ -111,7 +111,7 @@ class TrainingRun:
         self.batch = make_batch(self.model_spec, self.spec.batch_size, self.spec.seq_len, self.device, generator=gen,
                                 model=self.model)
         self.batch_bytes = unique_bytes(batch_tensors(self.batch))
-        self.optimizer, self.impl = build_optimizer(self.job.optimizer, self.model.parameters())
+        self.optimizer, self.impl = build_optimizer(self.job.optimizer, self.model.named_parameters())
 
     def _start_sampler(self) -> None:
         from sgdsai_cli.measure.sampler import Sampler, cuda_allocator_reader, open_nvml
