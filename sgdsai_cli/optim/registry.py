@@ -149,7 +149,9 @@ _CHOICES: dict[str, OptimizerChoice] = {
     ]
 }
 OPTIMIZER_NAMES = tuple(_CHOICES) + ("torch:ClassName",)
-DEFAULT_OPTIMIZERS = ("sgdsai", "adamw")
+# adamw (torch's default path) and adamw-fused (no parameter-sized step temporary: what a memory-short
+# user runs), so that profile's saving is shown against both
+DEFAULT_OPTIMIZERS = ("sgdsai", "adamw", "adamw-fused")
 
 
 def _torch_class(name: str) -> OptimizerChoice:
