@@ -61,7 +61,9 @@ def test_meta_sizing_fake_trace_and_cpu_step_agree(model, precision):
     spec, prec = resolve_model(model), resolve_precision(precision)
     meta = meta_model(spec, prec)
     by_key, impl, note = size_optimizer(meta, "muon")
-    assert by_key == _expected(meta, prec) and (impl, note) == ("muon+foreach", None)
+    assert by_key == _expected(meta, prec) and impl == "muon+foreach"
+    hidden, rest = split_hidden(meta.named_parameters())
+    assert f"Muon on {len(hidden)} hidden matrices, AdamW on {len(rest)} other tensors" in note
     real = build_model(spec, device="cpu", dtype=prec.param_dtype)
     for p in real.parameters():
         p.grad = torch.randn_like(p)

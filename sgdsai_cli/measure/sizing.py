@@ -27,7 +27,7 @@ from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.measure import estimate as est
 from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
 from sgdsai_cli.measure.storage import state_bytes_by_key, unique_bytes
-from sgdsai_cli.optim.registry import build_optimizer, resolve_optimizer
+from sgdsai_cli.optim.registry import build_optimizer, resolve_optimizer, state_note
 from sgdsai_cli.precision import Precision, resolve_precision
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import META_DEVICE, Environment, MemoryResult, ModelInfo, ProfileResult, ProfileSpec, RunResult
@@ -85,6 +85,7 @@ def size_optimizer(model: torch.nn.Module, optimizer: str) -> tuple[dict[str, in
         note = "; ".join(filter(None, [note, f"meta tensors have no values: {scalars.reads} scalar reads "
                                              "(Tensor.item) answered with 1 while sizing"]))
     by_key = state_bytes_by_key(opt)
+    note = "; ".join(filter(None, [note, state_note(opt)])) or None
     return by_key, (impl if fused else use_impl), note
 
 

@@ -54,3 +54,15 @@ def build_adamw8bit(params, lr: float):
 def is_bitsandbytes(optimizer) -> bool:
     """Whether ``optimizer`` is one of bitsandbytes' optimizers."""
     return type(optimizer).__module__.split(".")[0] == "bitsandbytes"
+
+
+def state_note(optimizer) -> str:
+    """What a row of ``optimizer`` (stepped once) should say: how many tensors kept 8-bit and 32-bit state."""
+    import torch
+
+    small = sum(1 for s in optimizer.state.values() if s.get("state1") is not None
+                and s["state1"].dtype == torch.float32)
+    total = sum(1 for s in optimizer.state.values() if s.get("state1") is not None)
+    return (f"bitsandbytes AdamW8bit, state from its own init_state: {total - small} tensors 8-bit, {small} under "
+            f"{MIN_8BIT_SIZE} elements 32-bit; its update is one in-place bitsandbytes op per tensor (no step "
+            "temporary is traced)")

@@ -112,6 +112,13 @@ class MuonAdamW(torch.optim.Optimizer):
         adamw = self.adamw_impl() or default
         return "+".join(filter(None, ["muon" if self.muon else None, adamw if self.adamw else None]))
 
+    def state_note(self) -> str:
+        """What a row of this optimizer should say: how the parameters were split."""
+        n_muon = sum(len(g["params"]) for g in self.muon.param_groups) if self.muon else 0
+        n_adamw = sum(len(g["params"]) for g in self.adamw.param_groups) if self.adamw else 0
+        return (f"torch.optim.Muon on {n_muon} hidden matrices, AdamW on {n_adamw} other tensors "
+                "(embeddings, head, norms, biases)")
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None

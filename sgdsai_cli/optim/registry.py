@@ -203,6 +203,17 @@ def build_optimizer(name: str, params) -> tuple[torch.optim.Optimizer, str]:
     return optimizer, choice.impl(optimizer, tensors)
 
 
+def state_note(optimizer: torch.optim.Optimizer) -> str | None:
+    """A line for the row of an optimizer stepped once, where its state needs saying (adamw8bit, muon)."""
+    from sgdsai_cli.optim.adamw8bit import is_bitsandbytes
+    from sgdsai_cli.optim.adamw8bit import state_note as bnb_note
+    from sgdsai_cli.optim.muon import MuonAdamW
+
+    if isinstance(optimizer, MuonAdamW):
+        return optimizer.state_note()
+    return bnb_note(optimizer) if is_bitsandbytes(optimizer) else None
+
+
 def footprint(name: str) -> Footprint:
     """The footprint of optimizer ``name`` (``sgdsai:IMPL`` counts as ``sgdsai``); BadInput when unknown."""
     if name.startswith("sgdsai:"):
