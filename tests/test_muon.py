@@ -141,3 +141,19 @@ def test_real_cpu_run_matches_the_estimate_to_the_byte(monkeypatch):
     # bytes the CPU live tracker misses: 4 bytes per AdamW parameter
     est = run.memory.details["estimate"]
     assert est["peak_bytes"] - run.memory.peak_allocated_bytes in (0, run.memory.state_bytes_by_key["step"])
+
+
+@pytest.mark.parametrize("config, hidden_count, rest_names", [
+    # transformers builds it (its own names): model.embed_tokens, lm_head and the norms train with AdamW
+    ("tests/data/configs/mistral-7b-v0.1", 7 * 32, {"model.embed_tokens.weight", "lm_head.weight"}),
+    # a ViT config.json (built natively): the patch projection is 4-D, cls_token and pos_embed 3-D, head a head
+    ("tests/data/configs/vit-base-patch16-224", 6 * 12, {"head.weight"}),
+])
+def test_transformers_names_split_as_documented(config, hidden_count, rest_names):
+    pytest.importorskip("transformers")
+    model = build_model(resolve_model(config), device="meta", dtype=torch.float32)
+    names = {id(p): n for n, p in model.named_parameters()}
+    hidden, rest = split_hidden(model.named_parameters())
+    assert len(hidden) == hidden_count
+    assert rest_names <= {names[id(p)] for p in rest}
+    assert {names[id(p)] for p in rest if p.ndim == 2} == rest_names
