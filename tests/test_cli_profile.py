@@ -58,18 +58,22 @@ def test_machine_formats_parse(fmt):
     out = res.stdout
     if fmt == "json":
         doc = json.loads(out)
-        assert [r["optimizer"] for r in doc["runs"]] == ["sgdsai", "adamw"]
+        assert [r["optimizer"] for r in doc["runs"]] == ["sgdsai", "adamw", "adamw-fused"]
     elif fmt == "csv":
         rows = list(csv.DictReader(io.StringIO(out)))
-        assert [r["optimizer"] for r in rows] == ["sgdsai", "adamw"]
+        assert [r["optimizer"] for r in rows] == ["sgdsai", "adamw", "adamw-fused"]
+        fused_saving = [r["peak_saving_vs_adamw_fused_bytes"] for r in rows]
+        assert int(fused_saving[0]) > 0 and fused_saving[2] == ""
         assert int(rows[0]["state_bytes[momentum_buffer]"]) == 141_056 * 4
         assert int(rows[1]["state_bytes[exp_avg]"]) == 141_056 * 4
         assert rows[1]["state_bytes[momentum_buffer]"] == ""
     else:
         lines = out.splitlines()
         assert lines[0].startswith("### tiny-gpt2 | fp32 | meta")
-        assert "| GiB unless marked | sgdsai | adamw |" in lines
+        assert "| GiB unless marked | sgdsai | adamw | adamw-fused |" in lines
         assert any(line.startswith("| state saving vs AdamW |") for line in lines)
+        assert any(line.startswith("| peak saving vs AdamW (foreach) |") for line in lines)
+        assert any(line.startswith("| peak saving vs AdamW (fused) |") for line in lines)
 
 
 def test_quiet_drops_notes_and_progress():
@@ -249,3 +253,25 @@ def test_renderers_show_measured_documents_and_dashes():
     assert rows[0]["nvml_used_peak_bytes"] == str(30 * 1024**3) and rows[1]["nvml_used_peak_bytes"] == ""
     assert rows[1]["status"] == "oom" and rows[0]["step_p50_ms"] == "1.5"
     assert "| status | ok | oom |" in render.profile_markdown(doc)
+
+
+def test_peak_saving_against_foreach_and_fused_adamw():
+    """Foreach AdamW's step makes a parameter-sized sqrt(exp_avg_sq); fused AdamW's makes nothing: two baselines."""
+    from sgdsai_cli import profile
+    from sgdsai_cli.render.profile import summary_rows
+
+    result = profile(model="tiny-gpt2", seq_len=8, device="meta")  # the default list: sgdsai, adamw, adamw-fused
+    runs = {r.optimizer: r for r in result.runs}
+    assert list(runs) == ["sgdsai", "adamw", "adamw-fused"]
+    assert (runs["adamw"].impl, runs["adamw-fused"].impl) == ("foreach", "fused")
+    assert runs["adamw"].memory.step_transient_bytes == result.model.param_bytes
+    assert runs["adamw-fused"].memory.step_transient_bytes == 0
+    peak = {name: run.memory.estimated_peak_bytes for name, run in runs.items()}
+    rows = {r["optimizer"]: r for r in summary_rows(result)}
+    assert rows["sgdsai"]["peak_saving_vs_adamw_bytes"] == peak["adamw"] - peak["sgdsai"]
+    assert rows["sgdsai"]["peak_saving_vs_adamw_fused_bytes"] == peak["adamw-fused"] - peak["sgdsai"]
+    assert rows["adamw"]["peak_saving_vs_adamw_fused_bytes"] == peak["adamw-fused"] - peak["adamw"] < 0
+    assert rows["adamw-fused"]["peak_saving_vs_adamw_fused_bytes"] is None
+    # without an adamw-fused run there is one baseline, as before
+    rows = summary_rows(profile(model="tiny-gpt2", seq_len=8, device="meta", optimizers=("sgdsai", "adamw")))
+    assert rows[0]["peak_saving_vs_adamw_fused_bytes"] is None and rows[0]["peak_saving_vs_adamw_bytes"] > 0

@@ -201,7 +201,7 @@ def torchrun_doc(tmp_path_factory) -> dict:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(_free_port()), "-m", "sgdsai_cli", "profile", "--model", "tiny-llama",
            "--parallel", "fsdp2", "--device", "cpu", "--seq-len", "32", "--steps", "2", "--warmup", "1",
-           "--json", str(out), "-q"]
+           "-o", "sgdsai", "-o", "adamw", "--json", str(out), "-q"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -43,7 +43,7 @@ def plan_command(
     fit: bool = typer.Option(None, "--fit/--no-fit", show_default=False,
                              help="The ladder of recipes per GPU and optimizer (full fp32, bf16, + checkpointing, "
                                   "LoRA, LoRA + checkpointing) with the largest batch each allows, or the GiB "
-                                  "missing. [default: for the GPUs nothing fits on]"),
+                                  "missing. [default: with --gpu, for the cards nothing fits on]"),
     json_path: Path = opt.json_option("Write the plan document (kind: plan) here."),
     out: Path = opt.out_option("Folder for plan.json and the plot (PNG and SVG)."),
     output_format: str = opt.format_option(FORMATS),
@@ -56,7 +56,7 @@ def plan_command(
     from sgdsai_cli.files import check_writable, dumps
     from sgdsai_cli.render.plan import NOTES, fsdp2_table, plan_table
     from sgdsai_cli.render.plan_figures import write_plan_figures
-    from sgdsai_cli.render.plan_fit import fit_summary, fit_table
+    from sgdsai_cli.render.plan_fit import fit_hint, fit_summary, fit_table
     from sgdsai_cli.units import parse_size
 
     opt.check_format(output_format, FORMATS)
@@ -72,7 +72,7 @@ def plan_command(
         result = plan(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,
                       context_bytes=context_bytes, parallel=parallel,
                       activation_checkpointing=activation_checkpointing, lora=opt.lora_from(lora, qlora),
-                      fit="auto" if fit is None else fit, on_progress=on_progress)
+                      fit=("auto" if gpu else False) if fit is None else fit, on_progress=on_progress)
     written = []
     if json_path is not None:
         written.append(result.save(json_path))
@@ -92,6 +92,10 @@ def plan_command(
         console.print(fit_rows)
         for line in fit_summary(result.to_dict()):
             console.print(line, highlight=False, markup=False)
+    elif fit is None and not quiet:
+        lost = fit_hint(result.to_dict())
+        if lost:
+            say(lost)
     if not quiet:
         console.print(NOTES, highlight=False, markup=False)
         for path in written:

@@ -33,8 +33,8 @@ def profile_command(
     precision: str = opt.precision_option(),
     device: str = opt.device_option("auto (CUDA if present, else meta), meta, cpu, cuda or cuda:N. [default: auto]"),
     optimizer: list[str] = opt.optimizer_option("sgdsai, sgdsai-ref, adamw, adamw-foreach, adamw-fused, adamw-loop, "
-                                                "sgd, adafactor or torch:ClassName; repeatable. "
-                                                "[default: sgdsai adamw]"),
+                                                "sgd, adafactor, adamw8bit, muon, muon-fused or torch:ClassName; "
+                                                "repeatable. [default: sgdsai adamw adamw-fused]"),
     batch_size: str = typer.Option(None, "--batch-size", metavar="B", show_default=False,
                                    help="Micro-batch. [default: 1]"),
     seq_len: str = typer.Option(None, "--seq-len", metavar="S", show_default=False,

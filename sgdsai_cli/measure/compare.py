@@ -23,10 +23,12 @@ def estimate_name(optimizer: str, impl: str | None) -> str:
 
     The estimate follows torch's CUDA default path (foreach AdamW, a full-size temporary); on the
     CPU torch's default is the per-tensor loop, so a CPU ``adamw`` run is compared with
-    ``adamw-loop``.
+    ``adamw-loop`` (and a CPU ``muon`` run with ``muon-loop``).
     """
     if optimizer == "adamw" and impl in ("loop", "foreach", "fused"):
         return f"adamw-{impl}"
+    if optimizer == "muon" and impl in ("muon+loop", "muon+foreach", "muon+fused"):
+        return f"muon-{impl.split('+')[1]}"  # the Muon hybrid's AdamW part, likewise
     return optimizer
 
 

@@ -353,7 +353,7 @@ def _fake_model_with_grads(model_spec, dtype: torch.dtype):
 @functools.lru_cache(maxsize=64)
 def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
     """Two ``step()`` calls of ``optimizer`` over the full model's fake parameters and gradients."""
-    from sgdsai_cli.models import trainable_parameters
+    from sgdsai_cli.models import trainable_named_parameters
     from sgdsai_cli.optim.registry import build_optimizer
 
     t0 = time.perf_counter()
@@ -362,7 +362,7 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
         scalars = SymbolicScalars()
         first = LiveTracker(record_events=True)
         with first:  # construction too: master weights (bf16-master) are state made before the first step
-            opt, _ = build_optimizer(optimizer, trainable_parameters(model), precision.master_dtype)
+            opt, _ = build_optimizer(optimizer, trainable_named_parameters(model), precision.master_dtype)
             impl = use_cuda_default_path(opt)
             symbolic_step(opt, scalars)
         state_bytes = unique_bytes(state_tensors(opt))

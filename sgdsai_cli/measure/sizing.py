@@ -27,7 +27,7 @@ from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.measure import estimate as est
 from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
 from sgdsai_cli.measure.storage import state_bytes_by_key, unique_bytes
-from sgdsai_cli.optim.registry import build_optimizer, resolve_optimizer
+from sgdsai_cli.optim.registry import build_optimizer, resolve_optimizer, state_note
 from sgdsai_cli.precision import Precision, resolve_precision
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import META_DEVICE, Environment, MemoryResult, ModelInfo, ProfileResult, ProfileSpec, RunResult
@@ -83,14 +83,16 @@ def size_optimizer(model: torch.nn.Module, optimizer: str,
                    master_dtype: torch.dtype | None = None) -> tuple[dict[str, int], str, str | None]:
     """Step ``optimizer`` once over ``model``'s trainable parameters (meta, with gradients); return (bytes by key,
     impl, note)."""
-    from sgdsai_cli.models import trainable_parameters
+    from sgdsai_cli.models import trainable_named_parameters
 
-    params = trainable_parameters(model)
+    params = trainable_named_parameters(model)  # named: the Muon hybrid splits by name
     opt, impl = build_optimizer(optimizer, params, master_dtype)
     note = None
-    if impl == "fused":
+    fused = impl == "fused" or impl.endswith("+fused")  # adamw-fused, muon-fused (its AdamW part)
+    if fused:
         for group in getattr(opt, "inner", opt).param_groups:  # a MasterWeights wrapper: its inner optimizer
-            group["fused"], group["foreach"] = False, True
+            if group.get("fused"):
+                group["fused"], group["foreach"] = False, True
         use_impl = "foreach"
         note = FUSED_NOTE
     else:
@@ -101,7 +103,8 @@ def size_optimizer(model: torch.nn.Module, optimizer: str,
         note = "; ".join(filter(None, [note, f"meta tensors have no values: {scalars.reads} scalar reads "
                                              "(Tensor.item) answered with 1 while sizing"]))
     by_key = state_bytes_by_key(opt)
-    return by_key, (impl if impl == "fused" else use_impl), note
+    note = "; ".join(filter(None, [note, state_note(opt)])) or None
+    return by_key, (impl if fused else use_impl), note
 
 
 def error_text(e: BaseException) -> str:

@@ -50,10 +50,14 @@ def use_cuda_default_path(optimizer: torch.optim.Optimizer) -> str:
 
     On CUDA, torch optimizers left at ``foreach=None`` (not fused) run foreach, and SGDSaI's
     ``impl="auto"`` runs foreach; on CPU, meta or fake tensors both default to the per-tensor loop.
-    Sizing and estimates describe a GPU run, so they set the CUDA choice explicitly.
+    Sizing and estimates describe a GPU run, so they set the CUDA choice explicitly. The Muon hybrid
+    says "muon+foreach" (its AdamW part set the same way); bitsandbytes runs its own kernel ("bnb-8bit").
     """
     from sgdsai_cli.optim import SGDSaI
+    from sgdsai_cli.optim.adamw8bit import is_bitsandbytes
     from sgdsai_cli.optim.master_weights import MasterWeights
+    from sgdsai_cli.optim.muon import MuonAdamW
+    from sgdsai_cli.optim.registry import ADAMW8BIT_IMPL
 
     if isinstance(optimizer, MasterWeights):
         return use_cuda_default_path(optimizer.inner)
@@ -69,4 +73,8 @@ def use_cuda_default_path(optimizer: torch.optim.Optimizer) -> str:
         if "foreach" in group and group["foreach"] is None and not group.get("differentiable", False):
             group["foreach"] = True
         impls.add("foreach" if group.get("foreach") else "loop")
+    if isinstance(optimizer, MuonAdamW):
+        return optimizer.impl_name()
+    if is_bitsandbytes(optimizer):
+        return ADAMW8BIT_IMPL
     return impls.pop() if len(impls) == 1 else "mixed" if impls else "loop"

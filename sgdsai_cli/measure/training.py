@@ -101,7 +101,7 @@ class TrainingRun:
     # -- setup ------------------------------------------------------------------------------
 
     def setup(self) -> None:
-        from sgdsai_cli.models import batch_tensors, build_model, make_batch, trainable_parameters
+        from sgdsai_cli.models import batch_tensors, build_model, make_batch, trainable_named_parameters
         from sgdsai_cli.optim.registry import build_optimizer
 
         if self.is_cuda:
@@ -119,7 +119,7 @@ class TrainingRun:
         self.batch = make_batch(self.model_spec, self.spec.batch_size, self.spec.seq_len, self.device, generator=gen,
                                 model=self.model)
         self.batch_bytes = unique_bytes(batch_tensors(self.batch))
-        self.optimizer, self.impl = build_optimizer(self.job.optimizer, trainable_parameters(self.model),
+        self.optimizer, self.impl = build_optimizer(self.job.optimizer, trainable_named_parameters(self.model),
                                                     self.precision.master_dtype)
 
     def _start_sampler(self) -> None:

@@ -127,6 +127,11 @@ def _adapted(spec: ModelSpec, model: nn.Module, dtype: torch.dtype) -> nn.Module
     return apply_lora(model, spec.lora, model_type)
 
 
+def trainable_named_parameters(model: nn.Module) -> list[tuple[str, nn.Parameter]]:
+    """``(name, parameter)`` of the parameters training updates (see ``trainable_parameters``)."""
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
 def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
     """The parameters training updates (``requires_grad``): all of them, or only the adapters of a LoRA model.
 

@@ -8,6 +8,8 @@
     triton_kernel   the CUDA kernel
     kernel_cache    the one mutable object: what the kernels built
     registry        optimizer names -> optimizers, and what each keeps and moves
+    adamw8bit       bitsandbytes' AdamW8bit, built so that it also steps on fake tensors
+    muon            torch's Muon on the hidden matrices + AdamW on the rest, one optimizer
 """
 
 from sgdsai_cli.optim.c_kernel import cpu_kernel, cpu_kernel_error

@@ -8,6 +8,10 @@
     adamw-loop      AdamW(foreach=False)
     sgd             torch SGD, momentum 0.9
     adafactor       torch Adafactor
+    adamw8bit       bitsandbytes.optim.AdamW8bit (extra sgdsai[bnb]; tensors under 4096 elements keep 32-bit state)
+    muon            torch.optim.Muon on the hidden matrices + AdamW on the rest (``muon.MuonAdamW``; needs
+                    named parameters: ``build_optimizer(name, model.named_parameters())``)
+    muon-foreach    the same with AdamW(foreach=True); muon-fused: AdamW(fused=True); muon-loop: foreach=False
     torch:Name      any torch.optim class with its defaults
 
 It holds the one table of each optimizer's footprint (``Footprint``): the full-size state buffers
@@ -30,6 +34,7 @@ from sgdsai_cli.optim.sgdsai import SGDSaI
 # Learning rates only matter for real runs; memory does not depend on them.
 ADAMW_LR = 1e-3
 SGD_LR = 1e-2
+ADAMW8BIT_IMPL = "bnb-8bit"  # bitsandbytes' block-wise 8-bit kernel (CUDA), its torch ops on the CPU
 
 
 @dataclass(frozen=True)
@@ -56,6 +61,13 @@ ADAFACTOR_FOOTPRINT = Footprint(state_buffers=0, tensors_moved=None)
 # Any other torch.optim class: assume AdamW's two buffers, the most a standard torch optimizer keeps,
 # so a memory check errs towards refusing; no bandwidth formula.
 UNKNOWN_FOOTPRINT = Footprint(state_buffers=2, tensors_moved=None)
+# 8-bit AdamW: two one-byte moments per element (+ one fp32 absmax per 256), i.e. one buffer the size
+# of a 2-byte parameter (bf16/fp16: exact; fp32: twice the truth, erring towards refusing); tensors of
+# fewer than 4096 elements keep fp32 moments, negligible beside the large ones. No bandwidth formula.
+ADAMW8BIT_FOOTPRINT = Footprint(state_buffers=1, tensors_moved=None)
+# Muon + AdamW: one momentum buffer per hidden matrix, AdamW's two for the rest: counted at the upper
+# bound (2) so that a memory check errs towards refusing. No bandwidth formula.
+MUON_FOOTPRINT = Footprint(state_buffers=2, tensors_moved=None)
 
 
 @dataclass(frozen=True)
@@ -64,6 +76,7 @@ class OptimizerChoice:
     build: Callable[[list], torch.optim.Optimizer]
     impl: Callable[[torch.optim.Optimizer, list], str]  # the implementation that runs for these params
     footprint: Footprint = UNKNOWN_FOOTPRINT
+    named: bool = False  # build() takes (name, parameter) pairs: the split depends on names (muon)
 
 
 def _on_cuda(params) -> bool:
@@ -94,6 +107,25 @@ def _sgdsai_impl(optimizer, params) -> str:
     return optimizer.resolve_impl(params)
 
 
+def _adamw8bit(params):
+    from sgdsai_cli.optim.adamw8bit import build_adamw8bit
+
+    return build_adamw8bit(params, lr=ADAMW_LR)
+
+
+def _muon(**adamw_path):
+    def build(named_params):
+        from sgdsai_cli.optim.muon import MuonAdamW
+
+        return MuonAdamW(named_params, lr=ADAMW_LR, **adamw_path)
+
+    return build
+
+
+def _muon_impl(optimizer, params) -> str:
+    return optimizer.impl_name(default=_default_impl(optimizer, params))
+
+
 _CHOICES: dict[str, OptimizerChoice] = {
     c.name: c
     for c in [
@@ -109,10 +141,17 @@ _CHOICES: dict[str, OptimizerChoice] = {
         OptimizerChoice("sgd", lambda ps: torch.optim.SGD(ps, lr=SGD_LR, momentum=0.9), _default_impl,
                         SGD_FOOTPRINT),
         OptimizerChoice("adafactor", lambda ps: torch.optim.Adafactor(ps), _default_impl, ADAFACTOR_FOOTPRINT),
+        OptimizerChoice("adamw8bit", _adamw8bit, lambda opt, ps: ADAMW8BIT_IMPL, ADAMW8BIT_FOOTPRINT),
+        OptimizerChoice("muon", _muon(), _muon_impl, MUON_FOOTPRINT, named=True),
+        OptimizerChoice("muon-foreach", _muon(foreach=True), _muon_impl, MUON_FOOTPRINT, named=True),
+        OptimizerChoice("muon-fused", _muon(fused=True), _muon_impl, MUON_FOOTPRINT, named=True),
+        OptimizerChoice("muon-loop", _muon(foreach=False), _muon_impl, MUON_FOOTPRINT, named=True),
     ]
 }
 OPTIMIZER_NAMES = tuple(_CHOICES) + ("torch:ClassName",)
-DEFAULT_OPTIMIZERS = ("sgdsai", "adamw")
+# adamw (torch's default path) and adamw-fused (no parameter-sized step temporary: what a memory-short
+# user runs), so that profile's saving is shown against both
+DEFAULT_OPTIMIZERS = ("sgdsai", "adamw", "adamw-fused")
 
 
 def _torch_class(name: str) -> OptimizerChoice:
@@ -150,17 +189,44 @@ def resolve_optimizer(name: str) -> OptimizerChoice:
 def build_optimizer(name: str, params, master_dtype: torch.dtype | None = None) -> tuple[torch.optim.Optimizer, str]:
     """Construct optimizer ``name`` over ``params``; return it with the implementation that will run.
 
+    ``params``: tensors, or ``(name, tensor)`` pairs (``model.named_parameters()``). Names are
+    dropped for every optimizer but those that split by name (``muon``), which need them.
     ``master_dtype`` (the ``bf16-master`` precision: float32): the optimizer steps master copies of the
-    parameters in that dtype (``master_weights.MasterWeights``), its state in that dtype too."""
+    parameters in that dtype (``master_weights.MasterWeights``), its state in that dtype too.
+    """
     choice = resolve_optimizer(name)
-    params = list(params)
+    items = list(params)
+    named = bool(items) and all(isinstance(x, tuple) and len(x) == 2 and isinstance(x[0], str) for x in items)
+    tensors = [x[1] for x in items] if named else items
+    if choice.named and not named:
+        raise BadInput(f"optimizer '{name}' needs named parameters (model.named_parameters()): it tells the "
+                       "hidden matrices from embeddings and heads by name", value=name)
+    names = [x[0] for x in items] if named else None
+
+    def build(ts):
+        return choice.build(list(zip(names, ts)) if choice.named else ts)
+
     if master_dtype is not None:
         from sgdsai_cli.optim.master_weights import MasterWeights
 
-        optimizer = MasterWeights(params, choice.build, master_dtype)
+        optimizer = MasterWeights(tensors, build, master_dtype)
         return optimizer, choice.impl(optimizer.inner, optimizer.masters)
-    optimizer = choice.build(params)
-    return optimizer, choice.impl(optimizer, params)
+    optimizer = build(tensors)
+    return optimizer, choice.impl(optimizer, tensors)
+
+
+def state_note(optimizer: torch.optim.Optimizer) -> str | None:
+    """A line for the row of an optimizer stepped once, where its state needs saying (adamw8bit, muon)."""
+    from sgdsai_cli.optim.adamw8bit import is_bitsandbytes
+    from sgdsai_cli.optim.adamw8bit import state_note as bnb_note
+    from sgdsai_cli.optim.master_weights import MasterWeights
+    from sgdsai_cli.optim.muon import MuonAdamW
+
+    if isinstance(optimizer, MasterWeights):
+        optimizer = optimizer.inner
+    if isinstance(optimizer, MuonAdamW):
+        return optimizer.state_note()
+    return bnb_note(optimizer) if is_bitsandbytes(optimizer) else None
 
 
 def footprint(name: str) -> Footprint:

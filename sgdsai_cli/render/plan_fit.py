@@ -48,3 +48,13 @@ def fit_summary(doc: dict) -> list[str]:
         else:
             lines.append(f"{gpu}, {optimizer}: nothing fits; '{r['recipe']}' lacks {fmt.size(r['short_bytes'])}")
     return lines
+
+
+def fit_hint(doc: dict) -> str | None:
+    """For a plan without the ladder: the cards on which no row fits, and how to ask what would (None: none)."""
+    cards = list(dict.fromkeys(r["gpu"] for r in doc.get("rows", [])))
+    lost = [g for g in cards if not any(r["fits"] for r in doc.get("rows", []) if r["gpu"] == g)]
+    if not lost:
+        return None
+    return (f"nothing fits on {', '.join(lost)}: --fit (or --gpu {lost[0]}) lists the recipes that do "
+            "(checkpointing, LoRA, QLoRA) with their batch sizes")

@@ -6,8 +6,12 @@ and NVML peaks and latencies, and may have ``oom``/``error`` rows. A value that 
 
 Layout: one column per optimizer, one row per figure (GiB with two decimals), so that a few
 optimizers read side by side. The "vs AdamW" rows compare with the run named ``adamw`` (else the
-first ``adamw-*`` run). "fits" rows mark the cards ``plan`` plans for (``gpus.FIT_GPUS``) by the
-planner's own rule (``gpus.fits``): NVML's used peak of a real run as it is (it holds the context),
+first ``adamw-*`` run): torch's default path (foreach on CUDA, the loop on the CPU), whose step makes
+a parameter-sized ``sqrt(exp_avg_sq)`` temporary; when an ``adamw-fused`` run is there too (the
+default list has it), the peak saving is also shown against fused AdamW, which makes no such
+temporary and is what a memory-short user runs (the row label names each baseline's impl).
+"fits" rows mark the cards ``plan`` plans for (``gpus.FIT_GPUS``) by the planner's own rule
+(``gpus.fits``): NVML's used peak of a real run as it is (it holds the context),
 else the reserved peak (measured, or the allocator model's prediction) or the allocated one, plus
 the card's context allowance.
 """
@@ -86,7 +90,18 @@ def adamw_run(result: ProfileResult) -> RunResult | None:
     """The AdamW run savings are measured against: ``adamw``, else the first ``adamw-*``."""
     runs = [r for r in result.runs if r.status == "ok" and r.memory]
     return next((r for r in runs if r.optimizer == "adamw"), None) or \
-        next((r for r in runs if r.optimizer.startswith("adamw")), None)
+        next((r for r in runs if r.optimizer.startswith("adamw-")), None)
+
+
+def fused_adamw_run(result: ProfileResult) -> RunResult | None:
+    """The ``adamw-fused`` run, the second baseline of the peak saving; None when absent or it is the first."""
+    run = next((r for r in result.runs if r.optimizer == "adamw-fused" and r.status == "ok" and r.memory), None)
+    return None if run is None or run is adamw_run(result) else run
+
+
+def _baseline_label(run: RunResult | None) -> str:
+    """'AdamW' with the implementation it ran: 'AdamW (foreach)', 'AdamW (fused)'."""
+    return f"AdamW ({run.impl})" if run is not None and run.impl else "AdamW"
 
 
 @dataclass
@@ -112,13 +127,19 @@ def _latency(run: RunResult) -> dict[str, float | None]:
             "backward_p50_ms": p("backward", "p50")}
 
 
-def summary_row(result: ProfileResult, run: RunResult, base: RunResult | None) -> dict[str, Any]:
-    """Every figure the renderers show for one run (bytes, ms, bools; None when absent)."""
+def summary_row(result: ProfileResult, run: RunResult, base: RunResult | None,
+                fused: RunResult | None = None) -> dict[str, Any]:
+    """Every figure the renderers show for one run (bytes, ms, bools; None when absent).
+
+    Savings are against ``base`` (``adamw_run``) and, for the peak, ``fused`` (``fused_adamw_run``).
+    """
     m = run.memory or MemoryResult("none")
     peak, peak_what = peak_bytes(run) if run.status == "ok" else (None, None)
     versus = run is not base and base is not None
     state = _saving(base.memory.state_bytes, m.state_bytes) if versus else Saving(None, None)
     peak_saving = _saving(peak_bytes(base)[0], peak) if versus else Saving(None, None)
+    versus_fused = fused is not None and run is not fused  # the default AdamW too: what foreach costs
+    fused_saving = _saving(peak_bytes(fused)[0], peak) if versus_fused else Saving(None, None)
     return {
         "optimizer": run.optimizer, "impl": run.impl, "status": run.status,
         "column": run.optimizer + (f" r{rank}" if (rank := (run.extra or {}).get("rank")) is not None else ""),
@@ -129,6 +150,7 @@ def summary_row(result: ProfileResult, run: RunResult, base: RunResult | None) -
         "peak_bytes": peak, "peak_source": peak_what,
         "state_saving_vs_adamw_bytes": state.bytes, "state_saving_vs_adamw_pct": state.pct,
         "peak_saving_vs_adamw_bytes": peak_saving.bytes, "peak_saving_vs_adamw_pct": peak_saving.pct,
+        "peak_saving_vs_adamw_fused_bytes": fused_saving.bytes, "peak_saving_vs_adamw_fused_pct": fused_saving.pct,
         **_latency(run),
         **{f"fits[{name}]": _fits(GPUS[name], run, peak) for name in FIT_GPUS},
         "error": run.error, "note": run.note,
@@ -138,8 +160,8 @@ def summary_row(result: ProfileResult, run: RunResult, base: RunResult | None) -
 def summary_rows(doc: ProfileResult | dict) -> list[dict[str, Any]]:
     """One dict per run with every figure the renderers show."""
     result = as_result(doc)
-    base = adamw_run(result)
-    return [summary_row(result, run, base) for run in result.runs]
+    base, fused = adamw_run(result), fused_adamw_run(result)
+    return [summary_row(result, run, base, fused) for run in result.runs]
 
 
 def _table_spec(result: ProfileResult, rows: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
@@ -154,9 +176,12 @@ def _table_spec(result: ProfileResult, rows: list[dict[str, Any]]) -> list[tuple
              if present(key) or (key == "estimated_peak_bytes" and not present("peak_allocated_bytes"))]
     if present("predicted_reserved_peak_bytes"):
         spec += [("reserved peak (predicted)", "predicted_reserved_peak_bytes", "gib")]
-    if adamw_run(result) is not None:
+    base = adamw_run(result)
+    if base is not None:
         spec += [("state saving vs AdamW", "state_saving_vs_adamw_bytes", "saving"),
-                 ("peak saving vs AdamW", "peak_saving_vs_adamw_bytes", "saving")]
+                 (f"peak saving vs {_baseline_label(base)}", "peak_saving_vs_adamw_bytes", "saving")]
+    if (fused := fused_adamw_run(result)) is not None:
+        spec += [(f"peak saving vs {_baseline_label(fused)}", "peak_saving_vs_adamw_fused_bytes", "saving")]
     spec += [(label, key, "ms") for label, key in LATENCY_ROWS if present(key)]
     spec += [(f"fits {GPUS[n].label} ({GPUS[n].memory_bytes / fmt.GiB:.1f})", f"fits[{n}]", "fit") for n in FIT_GPUS]
     return spec
