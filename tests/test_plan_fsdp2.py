@@ -53,3 +53,31 @@ def test_bad_parallel_mode_is_refused():
     with pytest.raises(BadInput, match="bad parallel 'ddp'") as info:
         plan("tiny-llama", parallel="ddp")
     assert info.value.field == "parallel"
+
+
+def test_max_batch_per_rank_is_the_largest_the_simulation_fits(one_rank_peak):
+    """At the world size found, the full simulation at max_batch_per_rank fits the card, one more does not."""
+    from sgdsai_cli import profile
+
+    card = GPU("card", "card", one_rank_peak * 3, 0)
+    [row] = fsdp2_rows(resolve_model("tiny-llama"), ["bf16"], [card], ["sgdsai"], batch_size=1, seq_len=64,
+                       context_bytes=0, max_world_size=2)
+    best = row["max_batch_per_rank"]
+    assert row["gpus_needed"] == 1 and best > 1
+
+    def peak(batch: int) -> int:
+        return profile(model="tiny-llama", parallel="fsdp2", world_size=1, device="meta", precision="bf16",
+                       seq_len=64, batch_size=batch, optimizers=["sgdsai"]).runs[0].memory.estimated_peak_bytes
+
+    assert peak(best) <= card.memory_bytes < peak(best + 1)
+
+
+@pytest.mark.parametrize("room", [0, 5, 99, 100, 101, 1000, 12345])
+@pytest.mark.parametrize("shape", ["affine", "gradients then activations", "steps"])
+def test_largest_batch_search(room, shape):
+    from sgdsai_cli.analysis.plan_fsdp2 import largest_batch
+
+    fn = {"affine": lambda b: 10 + 7 * b, "gradients then activations": lambda b: max(60 + b, 3 * b * b),
+          "steps": lambda b: 50 * (b // 3) + b}[shape]
+    want = max((b for b in range(0, 5000) if b == 0 or fn(b) <= room), default=0)
+    assert largest_batch(fn, room, limit=4999) == want

@@ -279,10 +279,32 @@ class _ForwardBackward:
 def _trace_forward_backward(model_spec, precision: Precision, cfg: ParallelConfig, batch_size: int,
                             seq_len: int, depth: int) -> tuple[_ForwardBackward, object, object]:
     """One forward and backward of the sharded model under the tracker, cut into the estimate's segments."""
+    prepared = prepare_trace(model_spec, precision, cfg, depth, seq_len)
+    return trace_prepared(prepared, precision, cfg, batch_size, seq_len)
+
+
+def prepare_trace(model_spec, precision: Precision, cfg: ParallelConfig, depth: int, seq_len: int) -> tuple:
+    """The sharded model at ``depth`` blocks after one untraced step, ready for ``trace_prepared`` at any
+    batch (FSDP2 learns its backward prefetch order in the first step; the batch does not change it)."""
     from sgdsai_cli import models
 
     spec, fake_mode, model, blocks = _sharded_model(model_spec, precision, cfg, depth)
     watched, unsharded = _unsharded_storages(model, blocks, fake_mode)
+    with fake_mode:
+        models.training_loss(spec, model, models.make_batch(spec, 1, seq_len, device="cpu")).backward()
+    return spec, fake_mode, model, blocks, watched, unsharded
+
+
+def trace_prepared(prepared: tuple, precision: Precision, cfg: ParallelConfig, batch_size: int,
+                   seq_len: int) -> tuple[_ForwardBackward, object, object]:
+    """One traced steady forward and backward of a ``prepare_trace`` model (gradients None at its start)."""
+    from sgdsai_cli import models
+
+    spec, fake_mode, model, blocks, watched, unsharded = prepared
+    depth = len(blocks)
+    for p in model.parameters():
+        p.grad = None
+    gc.collect()  # garbage of earlier steps in reference cycles would otherwise die at a random point of the trace
     tracker = _FSDPTracker(watched)
     n = len(blocks)
     handles = []
@@ -303,11 +325,6 @@ def _trace_forward_backward(model_spec, precision: Precision, cfg: ParallelConfi
 
         return hook
 
-    with fake_mode:  # one untraced step first: FSDP2 learns its backward prefetch order in the first one
-        models.training_loss(spec, model, models.make_batch(spec, batch_size, seq_len, device="cpu")).backward()
-        for p in model.parameters():
-            p.grad = None
-    gc.collect()  # its garbage in reference cycles would otherwise die at a random point of the trace
     for k, block in enumerate(blocks):
         handles.append(block.register_forward_pre_hook(pre_hook(k)))
         handles.append(block.register_forward_hook(post_hook(k)))

@@ -65,7 +65,7 @@ def plan_table(doc: dict) -> Table:
 
 
 FSDP2_HEADER = ["optimizer", "precision", "gpu", "FSDP2 ranks", "per-rank params", "grads", "state", "step peak",
-                "note"]
+                "max batch/rank", "note"]
 
 
 def fsdp2_table(doc: dict) -> Table | None:
@@ -75,11 +75,11 @@ def fsdp2_table(doc: dict) -> Table | None:
         return None
     spec = doc.get("spec", {})
     table = new_table(f"FSDP2, simulated per rank: {spec.get('model')}, batch {spec.get('batch_size')} per rank; "
-                      "sizes in GiB", [(h, "left" if i < 3 or i == 8 else "right") for i, h in enumerate(FSDP2_HEADER)])
+                      "sizes in GiB", [(h, "left" if i < 3 or i == 9 else "right") for i, h in enumerate(FSDP2_HEADER)])
     for r in rows:
         sizes = [fmt.gib(r[k]) if r.get(k) is not None else fmt.MISSING
                  for k in ("rank_param_bytes", "rank_grad_bytes", "rank_state_bytes", "rank_peak_bytes")]
         ranks = fmt.count(r["gpus_needed"]) if r.get("gpus_needed") is not None else fmt.MISSING
         table.add_row(f"{r['optimizer']}/{r['impl']}" if r.get("impl") else r["optimizer"], r["precision"], r["gpu"],
-                      ranks, *sizes, r.get("reason") or "")
+                      ranks, *sizes, _batch(r.get("max_batch_per_rank")), r.get("reason") or "")
     return table
