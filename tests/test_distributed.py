@@ -290,3 +290,15 @@ def test_torchrun_ddp_rows_equal_the_simulation(torchrun_ddp, optimizer):
         # of each on the 2-core VM); at most one bucket more if gloo's thread frees something late.
         extra = m["peak_allocated_bytes"] - sim.estimated_peak_bytes
         assert 0 <= extra <= 1024 + int(0.1 * 2**20)
+
+
+def test_report_puts_the_real_ranks_side_by_side(torchrun_ddp, tmp_path):
+    from sgdsai_cli.render.report import build_report
+
+    gabv, doc = torchrun_ddp
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(doc))
+    md = build_report([path], tmp_path / "rep").markdown.read_text()
+    assert "| sgdsai (ddp) | rank 0 | rank 1 | spread |" in md
+    assert "| parameters | 617.25 KiB | 617.25 KiB | 0 B |" in md
+    assert f"gradient_as_bucket_view {'on' if gabv else 'off'}" in md and "straggler spread" in md
