@@ -81,3 +81,23 @@ def test_largest_batch_search(room, shape):
           "steps": lambda b: 50 * (b // 3) + b}[shape]
     want = max((b for b in range(0, 5000) if b == 0 or fn(b) <= room), default=0)
     assert largest_batch(fn, room, limit=4999) == want
+
+
+def test_a_prepared_model_traces_any_batch_as_a_fresh_one():
+    """The batch search re-traces one prepared sharded model: each trace equals a fresh model's, in any order."""
+    from sgdsai_cli.measure import estimate as est
+    from sgdsai_cli.measure import parallel as par
+    from sgdsai_cli.precision import resolve_precision
+
+    spec = est.with_depth(resolve_model("tiny-llama"), 4)
+    precision = resolve_precision("fp32")
+    cfg = par.check_parallel("fsdp2", 4, None, True)
+
+    def peak(fb) -> tuple[int, int]:
+        return est._extend(fb.segments, 3, 4)
+
+    with par.fake_process_group(4):
+        prepared = par.prepare_trace(spec, precision, cfg, 3, 32)
+        reused = [peak(par.trace_prepared(prepared, precision, cfg, b, 32)[0]) for b in (4, 2, 4)]
+        fresh = {b: peak(par._trace_forward_backward(spec, precision, cfg, b, 32, 3)[0]) for b in (2, 4)}
+    assert reused == [fresh[4], fresh[2], fresh[4]] and fresh[4] > fresh[2]
