@@ -14,7 +14,7 @@ from sgdsai_cli.models import resolve_model
 @pytest.fixture(scope="module")
 def one_rank_peak() -> int:
     [row] = fsdp2_rows(resolve_model("tiny-llama"), ["bf16"], [GPU("big", "big", 2**40, 0)], ["sgdsai"],
-                       batch_size=1, seq_len=64, context_bytes=0, max_world_size=1)
+                       batch_size=1, seq_len=64, context_bytes=0, max_world_size=1, max_batch=1)
     assert row["gpus_needed"] == 1
     return row["rank_peak_bytes"]
 
@@ -22,7 +22,7 @@ def one_rank_peak() -> int:
 def test_a_card_too_small_for_one_rank_gets_more_ranks(one_rank_peak):
     card = GPU("card", "card", one_rank_peak - 1, 0)
     [row] = fsdp2_rows(resolve_model("tiny-llama"), ["bf16"], [card], ["sgdsai"], batch_size=1, seq_len=64,
-                       context_bytes=0, max_world_size=4)
+                       context_bytes=0, max_world_size=4, max_batch=1)
     assert row["gpus_needed"] in (2, 4)
     assert row["rank_peak_bytes"] <= card.memory_bytes < one_rank_peak
     assert row["rank_param_bytes"] * row["gpus_needed"] >= row["rank_param_bytes"]  # sharded: a part each
@@ -38,15 +38,15 @@ def test_no_world_size_fits_says_why(one_rank_peak):
 
 
 def test_plan_document_holds_the_fsdp2_rows(cli):
-    got = cli("plan", "--model", "tiny-llama", "--precision", "bf16", "--gpu", "custom:2GiB", "--optimizer",
-              "sgdsai", "--seq-len", "64", "--parallel", "fsdp2", "--format", "json")
+    got = cli("plan", "--model", "tiny-llama", "--precision", "bf16", "--gpu", "custom:8MiB", "--context", "1KiB",
+              "--optimizer", "sgdsai", "--seq-len", "64", "--parallel", "fsdp2", "--format", "json")
     assert got.exit_code == 0, got.output
     import json
 
     doc = json.loads(got.output)
     assert doc["spec"]["parallel"] == "fsdp2"
     [row] = doc["fsdp2_rows"]
-    assert row["gpus_needed"] == 1 and row["rank_peak_bytes"] > 0
+    assert row["gpus_needed"] == 1 and row["rank_peak_bytes"] > 0 and row["max_batch_per_rank"] > 1
 
 
 def test_bad_parallel_mode_is_refused():

@@ -34,6 +34,7 @@ MAX_BATCH_PER_RANK = 1 << 16  # the batch search stops here (as plan's max batch
 
 def fsdp2_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int, seq_len: int,
                context_bytes: int | None = None, max_world_size: int = MAX_WORLD_SIZE,
+               max_batch: int = MAX_BATCH_PER_RANK,
                on_progress: ProgressCallback | None = None) -> list[dict[str, Any]]:
     """One row per (optimizer, precision, GPU): the fewest FSDP2 ranks and what one rank holds there."""
     from sgdsai_cli.measure.parallel import check_parallel, fake_process_group, simulate_fsdp2
@@ -60,7 +61,8 @@ def fsdp2_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int, seq
                     if key not in found and fits(gpu, rank.peak_bytes, context_bytes):
                         found[key] = (world, rank)
             world *= 2
-        batches = _max_batches(model_spec, prec, found, {g.name: g for g in gpus}, seq_len, context_bytes)
+        batches = _max_batches(model_spec, prec, found, {g.name: g for g in gpus}, seq_len, context_bytes,
+                               max_batch)
         for optimizer in optimizers:
             for gpu in gpus:
                 row = _row(optimizer, precision, gpu, found.get((optimizer, gpu.name)), last.get(optimizer),
@@ -70,7 +72,8 @@ def fsdp2_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int, seq
     return rows
 
 
-def _max_batches(model_spec, precision, found: dict, gpus: dict, seq_len: int, context_bytes: int | None) -> dict:
+def _max_batches(model_spec, precision, found: dict, gpus: dict, seq_len: int, context_bytes: int | None,
+                 limit: int) -> dict:
     """(optimizer, gpu name) -> the largest micro-batch per rank that fits at the world size found."""
     from sgdsai_cli.measure import estimate as est
     from sgdsai_cli.measure import parallel as par
@@ -100,7 +103,7 @@ def _max_batches(model_spec, precision, found: dict, gpus: dict, seq_len: int, c
                 # what params and state leave (the second term fits: the pair fits at the planned batch).
                 # FB rises with B at every batch (activations), so the secant search runs on FB alone.
                 room = gpu.memory_bytes - context - rank.param_bytes - rank.state_bytes
-                out[(optimizer, gpu_name)] = largest_batch(fb_peak, room)
+                out[(optimizer, gpu_name)] = largest_batch(fb_peak, room, limit)
     return out
 
 
