@@ -54,11 +54,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sgdsai_cli.analysis.gpus import DEFAULT_GPUS
 from sgdsai_cli.analysis.gpus import fits as gpu_fits
+from sgdsai_cli.analysis.plan_limits import impractical_counts
 from sgdsai_cli.errors import BadInput
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import Document, Environment
@@ -96,6 +97,8 @@ class PlanRow:
     fits: bool
     max_batch_size: int
     gpus_needed: dict[str, int | None]
+    # formula counts past any real deployment, per strategy: reason, room for the shards (plan_limits)
+    gpus_needed_impractical: dict[str, dict] = field(default_factory=dict)
 
 
 def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_bytes: int,
@@ -294,6 +297,7 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
                 # the largest batch on the allocated bytes (cheap, along the activation line), then on the
                 # reserved bytes below it (reserved >= allocated, each needs that batch's trace)
                 best = _largest_reserved_batch(allocated, need, usable)
+                needed = gpus_needed(p, g, s, act, usable, t, fits)
                 rows.append(PlanRow(
                     optimizer=optimizer, impl=sizes.get("impl"), precision=precision,
                     gpu=gpu.name, gpu_label=gpu.label, gpu_memory_bytes=gpu.memory_bytes, usable_bytes=usable,
@@ -303,7 +307,8 @@ def plan_rows(model_spec, precisions, gpus, optimizers, *, batch_size: int = 1, 
                     model_state_bytes=states, activation_bytes=act, forward_backward_peak_bytes=fb,
                     step_transient_bytes=t, allocated_peak_bytes=allocated(batch_size), reserved_peak_bytes=reserved,
                     total_bytes=need(batch_size) + context, fits=fits, max_batch_size=best,
-                    gpus_needed=gpus_needed(p, g, s, act, usable, t, fits),
+                    gpus_needed=needed, gpus_needed_impractical=impractical_counts(
+                        param_bytes=p, grad_bytes=g, activation_bytes=act, usable_bytes=usable, needed=needed),
                 ))
     report(Progress(model_spec.name, total, total, "done"))
     return rows
@@ -419,8 +424,12 @@ def plan(model: str, precisions=DEFAULT_PRECISIONS, gpus=DEFAULT_GPUS, optimizer
                                    "(PYTORCH_CUDA_ALLOC_CONF of this process); null where no model ran",
             "total_bytes": "(reserved_peak_bytes, else allocated_peak_bytes) + context_bytes",
             "usable_bytes": "gpu_memory_bytes - context_bytes",
-            "gpus_needed": "smallest N with per-GPU bytes <= usable_bytes, one micro-batch of batch_size "
-                           "per GPU; null when no N fits (formulas: docs/planning.md)",
+            "gpus_needed": "formulas, not simulated (docs/planning.md; plan --parallel fsdp2 simulates FSDP2): "
+                           "smallest N with per-GPU bytes <= usable_bytes, one micro-batch of batch_size "
+                           "per GPU; null when no N fits",
+            "gpus_needed_impractical": "formula counts flagged impractical (analysis/plan_limits.py): the "
+                                       "replicated part leaves under 10% of usable_bytes for the shards, or "
+                                       "more than 1024 GPUs",
             "max_batch_size_limit": MAX_BATCH_LIMIT,
         },
         "rows": [asdict(r) for r in rows],

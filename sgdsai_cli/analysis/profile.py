@@ -45,10 +45,12 @@ class ProfileRequest:
     name: str | None = None  # the display name recorded (None: the preset name, or the config path normalised)
     activation_checkpointing: str = "none"  # none, full, every=N: torch.utils.checkpoint on the repeated blocks
     lora: Any = None  # LoRA through peft: "r=16,alpha=32,targets=q_proj,v_proj", a peft adapter_config.json; None
-    parallel: str = "none"  # none, or fsdp2: what one rank holds, simulated on meta (measure.parallel)
+    parallel: str = "none"  # none, fsdp2 or ddp: what one rank holds, simulated on meta (measure.parallel)
     world_size: int = 1  # ranks of the --parallel job
     shard_size: int | None = None  # ranks a tensor is sharded over (None: all; fewer: HSDP)
     reshard_after_forward: bool = True  # FSDP2 frees each block's gathered parameters after its forward
+    bucket_cap_mb: float | None = None  # DDP's gradient bucket size in MiB (None: DDP's default, 25)
+    gradient_as_bucket_view: bool | None = None  # DDP: gradients are views into the buckets (None: off)
     attn_implementation: str | None = None  # transformers models: sdpa (None: the default), eager, flash_attention_2
 
     def merged(self, overrides: dict[str, Any]) -> ProfileRequest:
@@ -205,10 +207,11 @@ def check_request(request: ProfileRequest) -> ProfilePlan:
 
 
 def _check_parallel(request: ProfileRequest, device: str):
-    """The ParallelConfig of ``--parallel fsdp2`` (simulated on meta only), or None."""
+    """The ParallelConfig of ``--parallel fsdp2|ddp`` (simulated on meta; real under torchrun), or None."""
     from sgdsai_cli.measure.parallel import check_parallel
 
-    cfg = check_parallel(request.parallel, request.world_size, request.shard_size, request.reshard_after_forward)
+    cfg = check_parallel(request.parallel, request.world_size, request.shard_size, request.reshard_after_forward,
+                         request.bucket_cap_mb, request.gradient_as_bucket_view)
     if cfg.kind == "none":
         return None
     for given, what in ((request.lora, "--lora"), (resolve_precision(request.precision).master_dtype, "bf16-master")):

@@ -62,8 +62,8 @@ def profile_command(
     spec_file: Path = typer.Option(None, "--profile", metavar="FILE.toml", show_default=False,
                                    help="TOML run spec; command-line options override it."),
     parallel: str = typer.Option(None, "--parallel", metavar="MODE", show_default=False,
-                                 help="none or fsdp2: what one rank of an FSDP2 job holds, simulated with "
-                                      "fake tensors (meta). [default: none]"),
+                                 help="none, fsdp2 or ddp: what one rank of an FSDP2 or DDP job holds, simulated "
+                                      "with fake tensors (meta). [default: none]"),
     world_size: str = typer.Option(None, "--world-size", metavar="N", show_default=False,
                                    help="--parallel: ranks in the job. [default: 1]"),
     shard_size: str = typer.Option(None, "--shard-size", metavar="K", show_default=False,
@@ -73,8 +73,14 @@ def profile_command(
                                                show_default=False,
                                                help="--parallel: free each block's gathered parameters "
                                                     "after its forward. [default: on]"),
+    bucket_cap_mb: str = typer.Option(None, "--bucket-cap-mb", metavar="MB", show_default=False,
+                                      help="--parallel ddp: DDP's gradient bucket size in MiB. [default: 25]"),
+    gradient_as_bucket_view: bool = typer.Option(None, "--gradient-as-bucket-view/--no-gradient-as-bucket-view",
+                                                 show_default=False,
+                                                 help="--parallel ddp: gradients are views into DDP's all-reduce "
+                                                      "buckets (no second copy). [default: off]"),
     nproc: str = typer.Option(None, "--nproc", metavar="N", show_default=False,
-                              help="--parallel fsdp2 on cpu/cuda: start N ranks here through torchrun "
+                              help="--parallel fsdp2|ddp on cpu/cuda: start N ranks here through torchrun "
                                    "(rank 0 writes the result)."),
     activation_checkpointing: str = typer.Option(None, "--activation-checkpointing", metavar="POLICY",
                                                  show_default=False,
@@ -101,11 +107,13 @@ def profile_command(
                 ("--warmup", warmup), ("--steps", steps), ("--sample-interval-ms", sample_interval_ms),
                 ("--json", json_path), ("--out", out), ("--format", output_format), ("--baseline", baseline),
                 ("--tolerance", tolerance), ("--profile", spec_file), ("--parallel", parallel),
-                ("--world-size", world_size), ("--shard-size", shard_size), ("--lora", lora), ("--qlora", qlora),
-                ("--activation-checkpointing", activation_checkpointing)]
+                ("--world-size", world_size), ("--shard-size", shard_size), ("--bucket-cap-mb", bucket_cap_mb),
+                ("--lora", lora), ("--qlora", qlora), ("--activation-checkpointing", activation_checkpointing)]
         flags = {"--update-baseline": update_baseline, "--snapshot": snapshot, "--quiet": quiet,
                  "--verbose": verbose, "--reshard-after-forward": reshard_after_forward is True,
-                 "--no-reshard-after-forward": reshard_after_forward is False}
+                 "--no-reshard-after-forward": reshard_after_forward is False,
+                 "--gradient-as-bucket-view": gradient_as_bucket_view is True,
+                 "--no-gradient-as-bucket-view": gradient_as_bucket_view is False}
         _launch_ranks(opt.parse_int("--nproc", nproc), parallel, device, args, [f for f, on in flags.items() if on])
         return
     if quiet and verbose:
@@ -128,6 +136,8 @@ def profile_command(
         "parallel": parallel, "reshard_after_forward": reshard_after_forward,
         "world_size": opt.optional(opt.parse_int, "--world-size", world_size),
         "shard_size": opt.optional(opt.parse_int, "--shard-size", shard_size),
+        "bucket_cap_mb": opt.optional(opt.parse_positive, "--bucket-cap-mb", bucket_cap_mb),
+        "gradient_as_bucket_view": gradient_as_bucket_view,
         "attn_implementation": attn_implementation,
         "activation_checkpointing": activation_checkpointing,
         "lora": opt.lora_from(lora, qlora),
@@ -163,8 +173,8 @@ def _launch_ranks(n: int, parallel: str | None, device: str | None, args: list, 
 
     if launched_rank() is not None:
         raise BadInput("--nproc inside a torchrun job: torchrun already started the ranks")
-    if parallel != "fsdp2":
-        raise BadInput("--nproc needs --parallel fsdp2")
+    if parallel not in ("fsdp2", "ddp"):
+        raise BadInput("--nproc needs --parallel fsdp2 or ddp")
     if device is None or device in ("auto", "meta"):
         raise BadInput("--nproc needs --device cpu or cuda (a real run on every rank)")
     argv = [part for flag, value in args if value is not None for part in (flag, str(value))] + flags

@@ -42,18 +42,22 @@ from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda
 from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.precision import Precision
 
-PARALLEL_KINDS = ("none", "fsdp2")
+PARALLEL_KINDS = ("none", "fsdp2", "ddp")
+DDP_BUCKET_CAP_MB = 25.0  # DistributedDataParallel's default bucket_cap_mb
 
 
 @dataclass(frozen=True)
 class ParallelConfig:
     """How the model is spread: FSDP2 over ``world_size`` ranks, sharded over ``shard_size`` of them
-    (HSDP when smaller: ``world_size // shard_size`` replicas), parameters freed after forward or not."""
+    (HSDP when smaller: ``world_size // shard_size`` replicas), parameters freed after forward or not;
+    or DDP (every rank the whole model) with its gradient buckets' size and layout."""
 
     kind: str
     world_size: int
     shard_size: int | None = None  # None: shard over every rank (plain FSDP)
     reshard_after_forward: bool = True
+    bucket_cap_mb: float = DDP_BUCKET_CAP_MB  # ddp: DistributedDataParallel(bucket_cap_mb=)
+    gradient_as_bucket_view: bool = False  # ddp: gradients are views into the all-reduce buckets
 
     @property
     def shards(self) -> int:
@@ -64,11 +68,15 @@ class ParallelConfig:
         return self.world_size // self.shards
 
     def to_dict(self) -> dict:
+        if self.kind == "ddp":
+            return {"kind": self.kind, "world_size": self.world_size, "replicas": self.world_size,
+                    "bucket_cap_mb": self.bucket_cap_mb, "gradient_as_bucket_view": self.gradient_as_bucket_view}
         return {"kind": self.kind, "world_size": self.world_size, "shard_size": self.shards,
                 "replicas": self.replicas, "reshard_after_forward": self.reshard_after_forward}
 
 
-def check_parallel(kind: str, world_size: int, shard_size: int | None, reshard_after_forward: bool) -> ParallelConfig:
+def check_parallel(kind: str, world_size: int, shard_size: int | None, reshard_after_forward: bool,
+                   bucket_cap_mb: float | None = None, gradient_as_bucket_view: bool | None = None) -> ParallelConfig:
     """A checked ``ParallelConfig`` (BadInput naming the field)."""
     if kind not in PARALLEL_KINDS:
         raise BadInput(f"unknown parallel mode {kind!r} (choose from {', '.join(PARALLEL_KINDS)})",
@@ -82,8 +90,20 @@ def check_parallel(kind: str, world_size: int, shard_size: int | None, reshard_a
         raise BadInput(f"bad shard_size {shard_size} (must divide world_size {world_size})",
                        field="shard_size", value=shard_size)
     if kind == "none" and (world_size != 1 or shard_size not in (None, 1)):
-        raise BadInput("world_size and shard_size need --parallel fsdp2", field="world_size", value=world_size)
-    return ParallelConfig(kind, world_size, shard_size, bool(reshard_after_forward))
+        raise BadInput("world_size and shard_size need --parallel fsdp2 or ddp", field="world_size", value=world_size)
+    for name, value in (("bucket_cap_mb", bucket_cap_mb), ("gradient_as_bucket_view", gradient_as_bucket_view)):
+        if kind != "ddp" and value is not None:
+            raise BadInput(f"{name} needs --parallel ddp", field=name, value=value)
+    if kind != "ddp":
+        return ParallelConfig(kind, world_size, shard_size, bool(reshard_after_forward))
+    if shard_size not in (None, world_size):
+        raise BadInput(f"bad shard_size {shard_size} (DDP does not shard: every rank holds the whole model)",
+                       field="shard_size", value=shard_size)
+    cap = DDP_BUCKET_CAP_MB if bucket_cap_mb is None else bucket_cap_mb
+    if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0 or cap == float("inf"):
+        raise BadInput(f"bad bucket_cap_mb {cap!r} (must be a number of MiB greater than zero)",
+                       field="bucket_cap_mb", value=cap)
+    return ParallelConfig(kind, world_size, None, True, float(cap), bool(gradient_as_bucket_view))
 
 
 @contextlib.contextmanager
@@ -259,10 +279,32 @@ class _ForwardBackward:
 def _trace_forward_backward(model_spec, precision: Precision, cfg: ParallelConfig, batch_size: int,
                             seq_len: int, depth: int) -> tuple[_ForwardBackward, object, object]:
     """One forward and backward of the sharded model under the tracker, cut into the estimate's segments."""
+    prepared = prepare_trace(model_spec, precision, cfg, depth, seq_len)
+    return trace_prepared(prepared, precision, cfg, batch_size, seq_len)
+
+
+def prepare_trace(model_spec, precision: Precision, cfg: ParallelConfig, depth: int, seq_len: int) -> tuple:
+    """The sharded model at ``depth`` blocks after one untraced step, ready for ``trace_prepared`` at any
+    batch (FSDP2 learns its backward prefetch order in the first step; the batch does not change it)."""
     from sgdsai_cli import models
 
     spec, fake_mode, model, blocks = _sharded_model(model_spec, precision, cfg, depth)
     watched, unsharded = _unsharded_storages(model, blocks, fake_mode)
+    with fake_mode:
+        models.training_loss(spec, model, models.make_batch(spec, 1, seq_len, device="cpu")).backward()
+    return spec, fake_mode, model, blocks, watched, unsharded
+
+
+def trace_prepared(prepared: tuple, precision: Precision, cfg: ParallelConfig, batch_size: int,
+                   seq_len: int) -> tuple[_ForwardBackward, object, object]:
+    """One traced steady forward and backward of a ``prepare_trace`` model (gradients None at its start)."""
+    from sgdsai_cli import models
+
+    spec, fake_mode, model, blocks, watched, unsharded = prepared
+    depth = len(blocks)
+    for p in model.parameters():
+        p.grad = None
+    gc.collect()  # garbage of earlier steps in reference cycles would otherwise die at a random point of the trace
     tracker = _FSDPTracker(watched)
     n = len(blocks)
     handles = []
@@ -283,11 +325,6 @@ def _trace_forward_backward(model_spec, precision: Precision, cfg: ParallelConfi
 
         return hook
 
-    with fake_mode:  # one untraced step first: FSDP2 learns its backward prefetch order in the first one
-        models.training_loss(spec, model, models.make_batch(spec, batch_size, seq_len, device="cpu")).backward()
-        for p in model.parameters():
-            p.grad = None
-    gc.collect()  # its garbage in reference cycles would otherwise die at a random point of the trace
     for k, block in enumerate(blocks):
         handles.append(block.register_forward_pre_hook(pre_hook(k)))
         handles.append(block.register_forward_hook(post_hook(k)))

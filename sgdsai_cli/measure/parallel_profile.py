@@ -1,10 +1,13 @@
-"""A profile document of what one FSDP2 rank holds, from the one-process simulation (``measure.parallel``).
+"""A profile document of what one FSDP2 or DDP rank holds, from the one-process simulation
+(``measure.parallel``, ``measure.parallel_ddp``).
 
 Each optimizer's row is rank 0's: ``memory`` holds its sharded parameter, gradient and state bytes,
 the forward/backward peak and the step peak (``estimated_peak_bytes``), and ``details`` the unsharded
 parameters of the root and of one block, the all-gather and reduce-scatter buffers of one block; the
 row carries ``rank``, ``world_size`` and ``parallel`` (additive to schema 1), and the document a
-``parallel`` object with the layout and what was and was not counted.
+``parallel`` object with the layout and what was and was not counted. Under DDP ``details`` holds the
+gradient buckets' bytes (``ddp_bucket_bytes``) and the gradients kept apart from them
+(``separate_grad_bytes``: none with ``gradient_as_bucket_view``).
 """
 
 from __future__ import annotations
@@ -23,11 +26,18 @@ COUNTED = ("sharded parameters, gradients and optimizer state (FSDP2's padding i
 NOT_COUNTED = ("the communication library's own memory (NCCL channel buffers and workspace), the CUDA "
                "context, the caching allocator's rounding and fragmentation, and buffers held past their "
                "last use by side-stream synchronisation on a GPU (the simulation runs on one stream)")
+DDP_COUNTED = ("the full parameters; DDP's gradient buckets (every gradient once, as the reducer allocates "
+               "them); the gradients apart from the buckets (none with gradient_as_bucket_view); optimizer "
+               "state; activations and temporaries of forward (DDP's output clone included), backward and the "
+               "optimizer step")
+DDP_NOT_COUNTED = ("the communication library's own memory (NCCL or gloo scratch buffers), the CUDA context, "
+                   "the caching allocator's rounding and fragmentation, DDP's start-up parameter broadcast "
+                   "(init_sync) and its one-time bucket rebuild before the second forward")
 
 
 def simulate_profile(spec: ProfileSpec, model_spec, optimizers: list[str], cfg: ParallelConfig, *,
                      on_progress: ProgressCallback | None = None) -> ProfileResult:
-    """Rank 0's memory under FSDP2 for each optimizer, as a ProfileResult (no device, no printing).
+    """Rank 0's memory under FSDP2 or DDP for each optimizer, as a ProfileResult (no device, no printing).
 
     A fake process group lives only for the duration of the call (none may be initialised before).
     """
@@ -37,8 +47,11 @@ def simulate_profile(spec: ProfileSpec, model_spec, optimizers: list[str], cfg: 
     info = model_info(meta_model(model_spec, precision), model_spec)
     for name in optimizers:
         say(Progress(name, 0, 1, "simulating"))
+    simulate = simulate_fsdp2
+    if cfg.kind == "ddp":
+        from sgdsai_cli.measure.parallel_ddp import simulate_ddp as simulate
     with fake_process_group(cfg.world_size):
-        sim = simulate_fsdp2(model_spec, precision, optimizers, cfg, spec.batch_size, spec.seq_len)
+        sim = simulate(model_spec, precision, optimizers, cfg, spec.batch_size, spec.seq_len)
     runs = [_row(r, cfg) if not isinstance(r, str) else
             RunResult(optimizer=name, impl=None, status="error", error=r,
                       extra={"rank": 0, "world_size": cfg.world_size, "parallel": cfg.kind})
@@ -46,7 +59,8 @@ def simulate_profile(spec: ProfileSpec, model_spec, optimizers: list[str], cfg: 
     for run in runs:
         say(Progress(run.optimizer, 1, 1, run.status))
     layout = {**cfg.to_dict(), "rank": 0, "layers": sim.layers, "traced_layers": sim.traced_layers,
-              "counted": COUNTED, "not_counted": NOT_COUNTED}
+              "counted": DDP_COUNTED if cfg.kind == "ddp" else COUNTED,
+              "not_counted": DDP_NOT_COUNTED if cfg.kind == "ddp" else NOT_COUNTED}
     return ProfileResult(spec, info, runs, Environment.current(dict(META_DEVICE)),
                          timing_s={"simulation": round(sim.seconds, 3), "total": round(time.perf_counter() - t0, 3)},
                          extra={"parallel": layout})
@@ -62,6 +76,10 @@ def _row(r, cfg: ParallelConfig) -> RunResult:
     note = (f"rank 0 of {cfg.world_size} (FSDP2{hsdp}, reshard after forward "
             f"{'on' if cfg.reshard_after_forward else 'off'}): sharded params, grads and state; peak simulated "
             "with fake tensors (NCCL's own buffers not counted)")
+    if cfg.kind == "ddp":
+        note = (f"rank 0 of {cfg.world_size} (DDP, {cfg.bucket_cap_mb:g} MiB buckets, gradient_as_bucket_view "
+                f"{'on' if cfg.gradient_as_bucket_view else 'off'}): full params, grads and state plus the "
+                "gradient buckets; peak simulated with fake tensors (NCCL's own buffers not counted)")
     return RunResult(optimizer=r.optimizer, impl=r.impl, status="ok", memory=memory, note=note,
                      extra={"rank": 0, "world_size": cfg.world_size, "parallel": cfg.kind})
 

@@ -1,18 +1,21 @@
-"""A real FSDP2 training run on every rank of a torchrun job, gathered into one document on rank 0.
+"""A real FSDP2 or DDP training run on every rank of a torchrun job, gathered into one document on rank 0.
 
     torchrun --nproc-per-node 2 -m sgdsai_cli profile --model tiny-llama --parallel fsdp2 --device cpu
+    torchrun --nproc-per-node 2 -m sgdsai_cli profile --model tiny-llama --parallel ddp --device cpu
 
 Each rank joins the job's process group (gloo on the CPU, NCCL on CUDA; a timeout on every collective,
 so a rank that fails cannot hang the others for ever), builds the model, applies ``fully_shard`` to
-each decoder block and the root as the simulation does (``measure.parallel``), and trains with each
+each decoder block and the root as the simulation does (``measure.parallel``), or wraps it in
+``DistributedDataParallel`` with the same bucket size and ``gradient_as_bucket_view`` as the DDP
+simulation (``measure.parallel_ddp``; here with DDP's built-in all-reduce), and trains with each
 optimizer: ``warmup`` steps, then ``steps`` timed steps. The optimizer takes the path a CUDA run
 takes (``use_cuda_default_path``), as in the simulation, so CPU figures compare with it.
 
-Memory per rank: its shards of parameters, gradients and state (bytes of the local storages), and the
-peak of a steady step above parameters and state: on the CPU the live-storage tracker with FSDP2's
-resized unsharded storages watched (the simulation's tracker, on real tensors); on CUDA the caching
-allocator's peak. Rank 0 gathers every rank's rows (``gather_object``) and returns the document; the
-other ranks return None.
+Memory per rank: its shards of parameters, gradients and state (bytes of the local storages), DDP's
+gradient buckets (their sizes after the rebuild before the second forward), and the peak of a steady step above
+those: on the CPU the live-storage tracker with FSDP2's resized unsharded storages watched (the
+simulation's tracker, on real tensors); on CUDA the caching allocator's peak. Rank 0 gathers every
+rank's rows (``gather_object``) and returns the document; the other ranks return None.
 """
 
 from __future__ import annotations
@@ -104,22 +107,35 @@ def _one(name: str, spec: ProfileSpec, model_spec, cfg: par.ParallelConfig, devi
     precision = resolve_precision(spec.precision)
     torch.manual_seed(spec.seed)
     model = models.build_model(model_spec, device=str(device), dtype=precision.param_dtype)
-    mesh = par._mesh(cfg, device.type)
-    blocks = models.decoder_layers(model)
-    for block in blocks:
-        fully_shard(block, mesh=mesh, reshard_after_forward=cfg.reshard_after_forward)
-    fully_shard(model, mesh=mesh, reshard_after_forward=cfg.reshard_after_forward)
-    watched, _ = par._unsharded_storages(model, blocks, None)
-    opt, _ = build_optimizer(name, model.parameters())
+    if cfg.kind == "ddp":
+        from torch.nn.parallel import DistributedDataParallel
+
+        inner = model
+        model = DistributedDataParallel(model, bucket_cap_mb=cfg.bucket_cap_mb,
+                                        gradient_as_bucket_view=cfg.gradient_as_bucket_view)
+        watched = []
+    else:
+        mesh = par._mesh(cfg, device.type)
+        blocks = models.decoder_layers(model)
+        for block in blocks:
+            fully_shard(block, mesh=mesh, reshard_after_forward=cfg.reshard_after_forward)
+        fully_shard(model, mesh=mesh, reshard_after_forward=cfg.reshard_after_forward)
+        watched, _ = par._unsharded_storages(model, blocks, None)
+        inner = model
+    opt, _ = build_optimizer(name, inner.parameters())
     impl = use_cuda_default_path(opt)
     batch = models.make_batch(model_spec, spec.batch_size, spec.seq_len, device=str(device))
-    for _ in range(max(spec.warmup, 1)):  # the first step creates the state
+    # the first step creates the state; DDP rebuilds its buckets before the second forward
+    for _ in range(max(spec.warmup, 2 if cfg.kind == "ddp" else 1)):
         opt.zero_grad(set_to_none=True)
         models.training_loss(model_spec, model, batch).backward()
         opt.step()
+    bucket_bytes = None
+    if cfg.kind == "ddp":  # the reducer's buckets after their rebuild, by the sizes of zero copies of them
+        bucket_bytes = sum(b.buffer().untyped_storage().nbytes() for b in model.reducer._get_zeros_like_grad_buckets())
     row = {"optimizer": name, "impl": impl, "param_bytes": par.local_bytes(model.parameters()),
            "grad_bytes": par.local_bytes(p.grad for p in model.parameters() if p.grad is not None),
-           "state_bytes_by_key": par.local_state_by_key(opt)}
+           "state_bytes_by_key": par.local_state_by_key(opt), "bucket_bytes": bucket_bytes}
     row["steady_peak_bytes"] = _steady_peak(model, opt, spec, model_spec, batch, device, watched)
     times = []
     for _ in range(spec.steps):
@@ -149,7 +165,9 @@ def run_ranks(spec: ProfileSpec, model_spec, optimizers: list[str], cfg: par.Par
     if cfg.world_size not in (1, world):
         raise BadInput(f"--world-size {cfg.world_size} differs from torchrun's WORLD_SIZE {world}",
                        field="world_size", value=cfg.world_size)
-    cfg = par.check_parallel(cfg.kind, world, cfg.shard_size, cfg.reshard_after_forward)
+    ddp = cfg.kind == "ddp"
+    cfg = par.check_parallel(cfg.kind, world, cfg.shard_size, cfg.reshard_after_forward,
+                             cfg.bucket_cap_mb if ddp else None, cfg.gradient_as_bucket_view if ddp else None)
     joined = _join(device)
     try:
         rank = dist.get_rank()
@@ -186,10 +204,13 @@ def _document(spec, model_spec, optimizers, cfg, gathered) -> ProfileResult:
                 continue
             by_key = r["state_bytes_by_key"]
             state = sum(by_key.values())
+            buckets = r.get("bucket_bytes")
+            details = {"steady_step_peak_bytes": r["steady_peak_bytes"],
+                       **({"ddp_bucket_bytes": buckets} if buckets is not None else {})}
             memory = MemoryResult(source="measured", state_bytes=state, state_bytes_by_key=by_key,
                                   param_bytes=r["param_bytes"], grad_bytes=r["grad_bytes"],
-                                  peak_allocated_bytes=r["param_bytes"] + state + r["steady_peak_bytes"],
-                                  details={"steady_step_peak_bytes": r["steady_peak_bytes"]})
+                                  peak_allocated_bytes=r["param_bytes"] + (buckets or 0) + state
+                                  + r["steady_peak_bytes"], details=details)
             latency = {"step": latency_summary(r["step_ms"])} if r["step_ms"] else None
             if r["step_ms"]:
                 p50s.setdefault(name, []).append(percentile(r["step_ms"], 50))

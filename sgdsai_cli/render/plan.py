@@ -14,7 +14,9 @@ NOTES = ("states = params + grads + optimizer state (exact); activ. = activation
          "(fake-tensor estimate);\nstep tmp = optimizer.step() temporaries; total = the CUDA caching allocator's "
          "predicted reserved peak (allocated: params + state + max(forward/backward peak incl. grads, batch + "
          "grads + step tmp), rounded into segments) + the card's context allowance;\nDDP/ZeRO-1/2/3 = GPUs "
-         "needed with one micro-batch each, '-' = no count fits. Formulas: docs/planning.md.")
+         "needed with one micro-batch each, by formula (not simulated), '-' = no count fits; '!' = impractical: "
+         "the replicated part leaves\nunder 10% of the card for the shards, or over 1024 GPUs. Formulas: "
+         "docs/planning.md.")
 HEADER = ["optimizer", "precision", "gpu", "usable", "states", "activ.", "step tmp", "total", "fits",
           "max batch", "DDP", "ZeRO-1", "ZeRO-2", "ZeRO-3"]
 
@@ -28,12 +30,17 @@ def _batch(n: int | None) -> str:
 def plan_cells(row: dict[str, Any]) -> list[Any]:
     """One row's cells; 'fits' stays a boolean (each renderer draws it its own way)."""
     need = row.get("gpus_needed") or {}
+    impractical = row.get("gpus_needed_impractical") or {}
     return [
         f"{row['optimizer']}/{row['impl']}" if row.get("impl") else row["optimizer"], row["precision"], row["gpu"],
         fmt.gib(row["usable_bytes"]), fmt.gib(row["model_state_bytes"]), fmt.gib(row["activation_bytes"]),
         fmt.gib(row.get("step_transient_bytes") or 0), fmt.gib(row["total_bytes"]), row["fits"],
-        _batch(row.get("max_batch_size")), *(fmt.count(need.get(k)) for k in STRATEGIES),
+        _batch(row.get("max_batch_size")), *(_count(need.get(k), k in impractical) for k in STRATEGIES),
     ]
+
+
+def _count(n: int | None, impractical: bool) -> str:
+    return fmt.count(n) + ("!" if impractical and n is not None else "")
 
 
 def plan_table_rows(doc: dict) -> tuple[list[str], list[list[str]]]:
@@ -65,7 +72,7 @@ def plan_table(doc: dict) -> Table:
 
 
 FSDP2_HEADER = ["optimizer", "precision", "gpu", "FSDP2 ranks", "per-rank params", "grads", "state", "step peak",
-                "note"]
+                "max batch/rank", "note"]
 
 
 def fsdp2_table(doc: dict) -> Table | None:
@@ -75,11 +82,11 @@ def fsdp2_table(doc: dict) -> Table | None:
         return None
     spec = doc.get("spec", {})
     table = new_table(f"FSDP2, simulated per rank: {spec.get('model')}, batch {spec.get('batch_size')} per rank; "
-                      "sizes in GiB", [(h, "left" if i < 3 or i == 8 else "right") for i, h in enumerate(FSDP2_HEADER)])
+                      "sizes in GiB", [(h, "left" if i < 3 or i == 9 else "right") for i, h in enumerate(FSDP2_HEADER)])
     for r in rows:
         sizes = [fmt.gib(r[k]) if r.get(k) is not None else fmt.MISSING
                  for k in ("rank_param_bytes", "rank_grad_bytes", "rank_state_bytes", "rank_peak_bytes")]
         ranks = fmt.count(r["gpus_needed"]) if r.get("gpus_needed") is not None else fmt.MISSING
         table.add_row(f"{r['optimizer']}/{r['impl']}" if r.get("impl") else r["optimizer"], r["precision"], r["gpu"],
-                      ranks, *sizes, r.get("reason") or "")
+                      ranks, *sizes, _batch(r.get("max_batch_per_rank")), r.get("reason") or "")
     return table

@@ -63,6 +63,12 @@ def _legend_below(fig, handles, labels, ncol: int = 4) -> None:
                    fontsize=8, frameon=False)
 
 
+def run_label(run: dict[str, Any]) -> str:
+    """A run's name in a figure: the optimizer, and its rank for a row of a parallel job ('sgdsai r1')."""
+    rank = run.get("rank")
+    return str(run.get("optimizer")) + (f" r{rank}" if isinstance(rank, int) else "")
+
+
 def plot_state_by_key(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     """Stacked bars: optimizer state bytes per optimizer, one segment per state key."""
     runs = [r for r in doc.get("runs", []) if (r.get("memory") or {}).get("state_bytes_by_key")]
@@ -72,7 +78,7 @@ def plot_state_by_key(doc: dict[str, Any], out_dir: Path) -> list[Path]:
     totals = [sum(r["memory"]["state_bytes_by_key"].values()) for r in runs]
     scale, unit = byte_axis(max(totals))
     fig, ax = new_figure((max(5.0, 1.4 * len(runs) + 3.0), 4.6))
-    labels = [r["optimizer"] for r in runs]
+    labels = [run_label(r) for r in runs]
     bottoms = [0.0] * len(runs)
     for i, key in enumerate(keys):
         values = [r["memory"]["state_bytes_by_key"].get(key, 0) for r in runs]
@@ -118,7 +124,7 @@ def _latency_bars(ax, runs: list[dict], groups: list[str], names: dict[str, str]
                 lo.append(bar[1])
                 hi.append(bar[2])
         ax.bar(xs, ys, width=width, yerr=[lo, hi], capsize=3, color=color(j), ecolor="0.2",
-               label=f"{r['optimizer']} ({r.get('impl') or '?'})")
+               label=f"{run_label(r)} ({r.get('impl') or '?'})")
         for x, y, up in zip(xs, ys, hi, strict=True):  # above the whisker, not on it
             ax.annotate(fmt.ms(y), (x, y + up), xytext=(0, 2), textcoords="offset points", ha="center",
                         va="bottom", fontsize=7)

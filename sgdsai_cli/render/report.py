@@ -6,7 +6,8 @@
 For each input: its spec, model and environment, its tables and its figures, from the modules that
 own each kind: ``render.profile`` (the main table) and ``render.real`` (memory by phase, estimate
 against measurement) with ``render.profile_figures`` for profiles, ``render.gsnr`` and
-``render.gsnr_figures`` for g-SNR, ``render.plan`` and ``render.plan_figures`` for plans. A measured
+``render.gsnr_figures`` for g-SNR, ``render.plan`` and ``render.plan_figures`` for plans; a parallel
+job's profile also gets its figures rank by rank, side by side (``render.report_ranks``). A measured
 profile gets its memory-over-time figure from the samples CSVs (``samples-<optimizer>.csv``) found
 in the folder of its result file. When a renderer cannot be imported or fails on a document, that
 part is replaced by a note and the rest of the report is still written. Every number reaches the
@@ -252,6 +253,14 @@ def _measured_tables(section: Section, doc: dict) -> None:
         section.notes.append(MEASURED_NOTE)
 
 
+def _rank_tables(section: Section, doc: dict) -> None:
+    """A parallel job's figures rank by rank (``render.report_ranks``): nothing for other profiles."""
+    from sgdsai_cli.render.report_ranks import rank_notes, rank_tables
+
+    section.tables += rank_tables(doc)
+    section.notes += rank_notes(doc)
+
+
 def _profile_section(section: Section, doc: dict, fig_dir: Path) -> None:
     try:
         from sgdsai_cli.render.profile import notes, profile_frames
@@ -261,6 +270,7 @@ def _profile_section(section: Section, doc: dict, fig_dir: Path) -> None:
         try:
             caption, table = next(iter(profile_frames(doc).items()))
             section.tables.append(_frame_table(caption, table, index=True, index_label="GiB unless marked"))
+            _rank_tables(section, doc)
             _measured_tables(section, doc)
             section.notes += notes(doc)
         except Exception as e:
