@@ -59,7 +59,7 @@ from typing import Any
 
 from sgdsai_cli.analysis.gpus import DEFAULT_GPUS
 from sgdsai_cli.analysis.gpus import fits as gpu_fits
-from sgdsai_cli.analysis.plan_limits import impractical_counts
+from sgdsai_cli.analysis.plan_limits import STRATEGIES, gpus_needed, impractical_counts  # noqa: F401 (plan.*)
 from sgdsai_cli.errors import BadInput
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import Document, Environment
@@ -68,7 +68,6 @@ GiB = 1024**3
 DEFAULT_PRECISIONS = ("fp32", "bf16")
 DEFAULT_OPTIMIZERS = ("sgdsai", "adamw")
 MAX_BATCH_LIMIT = 1 << 16  # the search stops here: "at least 65536"
-STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
 
 
 @dataclass
@@ -99,31 +98,6 @@ class PlanRow:
     gpus_needed: dict[str, int | None]
     # formula counts past any real deployment, per strategy: reason, room for the shards (plan_limits)
     gpus_needed_impractical: dict[str, dict] = field(default_factory=dict)
-
-
-def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_bytes: int,
-                usable_bytes: int, transient_bytes: int = 0, fits: bool | None = None) -> dict[str, int | None]:
-    """Smallest GPU count per strategy (see the module docstring); None when no count fits.
-
-    ``fits`` (the single-GPU verdict from the exact timeline) decides DDP when given; without it DDP
-    uses the conservative ``P + G + S + max(A, T) <= usable``."""
-
-    def shards(sharded: int, replicated: int) -> int | None:
-        room = usable_bytes - activation_bytes - replicated
-        if room <= 0:
-            return None
-        return max(1, math.ceil(sharded / room))
-
-    t = transient_bytes
-    whole = param_bytes + grad_bytes + state_bytes + max(activation_bytes, t)
-    if fits if fits is not None else whole <= usable_bytes:
-        return {k: 1 for k in STRATEGIES}  # one GPU holds it all: no strategy needs more
-    return {
-        "ddp": None,
-        "zero1": shards(state_bytes + t, param_bytes + grad_bytes),
-        "zero2": shards(grad_bytes + state_bytes + t, param_bytes),
-        "zero3": shards(param_bytes + grad_bytes + state_bytes + t, 0),
-    }
 
 
 def max_batch_size(activation: Callable[[int], int], room_bytes: int, limit: int = MAX_BATCH_LIMIT) -> int:

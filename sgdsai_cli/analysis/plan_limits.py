@@ -1,4 +1,4 @@
-"""Which of plan's formula GPU counts (ZeRO-1/2/3) are impractical, and why.
+"""plan's formula GPU counts (DDP, ZeRO-1/2/3: ``gpus_needed``), which of them are impractical, and why.
 
     impractical_counts(param_bytes=P, grad_bytes=G, activation_bytes=A, usable_bytes=U,
                        needed={"ddp": None, "zero1": None, "zero2": 67, "zero3": 3})
@@ -19,6 +19,8 @@ Counts of 1 (one GPU fits) and ``None`` (no count fits) are never flagged.
 """
 
 from __future__ import annotations
+
+import math
 
 MAX_PRACTICAL_GPUS = 1024
 MIN_ROOM_FRACTION = 0.10
@@ -47,3 +49,31 @@ def impractical_counts(*, param_bytes: int, grad_bytes: int, activation_bytes: i
             out[strategy] = {"reason": "; ".join(reasons), "room_bytes": room, "usable_bytes": usable_bytes,
                              "gpus": n}
     return out
+
+
+STRATEGIES = ("ddp", "zero1", "zero2", "zero3")
+
+
+def gpus_needed(param_bytes: int, grad_bytes: int, state_bytes: int, activation_bytes: int,
+                usable_bytes: int, transient_bytes: int = 0, fits: bool | None = None) -> dict[str, int | None]:
+    """Smallest GPU count per strategy (the formulas: ``analysis.plan``'s docstring); None when no count fits.
+
+    ``fits`` (the single-GPU verdict from the exact timeline) decides DDP when given; without it DDP
+    uses the conservative ``P + G + S + max(A, T) <= usable``."""
+
+    def shards(sharded: int, replicated: int) -> int | None:
+        room = usable_bytes - activation_bytes - replicated
+        if room <= 0:
+            return None
+        return max(1, math.ceil(sharded / room))
+
+    t = transient_bytes
+    whole = param_bytes + grad_bytes + state_bytes + max(activation_bytes, t)
+    if fits if fits is not None else whole <= usable_bytes:
+        return {k: 1 for k in STRATEGIES}  # one GPU holds it all: no strategy needs more
+    return {
+        "ddp": None,
+        "zero1": shards(state_bytes + t, param_bytes + grad_bytes),
+        "zero2": shards(grad_bytes + state_bytes + t, param_bytes),
+        "zero3": shards(param_bytes + grad_bytes + state_bytes + t, 0),
+    }

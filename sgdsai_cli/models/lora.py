@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, did_you_mean
+from sgdsai_cli.errors import BadInput, did_you_mean
 
 ADAPTER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _KEYS = ("r", "alpha", "targets", "dropout", "dtype", "quant", "double_quant")
@@ -200,23 +200,9 @@ def default_targets(model_type: str) -> tuple[str, ...]:
 
 
 def _import_peft():
-    import logging
+    from sgdsai_cli.extras import import_peft
 
-    # peft imports bitsandbytes, whose CPU backend logs a warning about an optional kernels package: keep it
-    # off the user's terminal without changing the logging configuration beyond this import
-    from torch.utils._python_dispatch import _disable_current_modes
-
-    bnb_log = logging.getLogger("bitsandbytes")
-    previous = bnb_log.level
-    bnb_log.setLevel(logging.ERROR)
-    try:  # outside any FakeTensorMode: importing peft imports bitsandbytes, whose module-level tables must be real
-        with _disable_current_modes(), torch.device("cpu"):
-            import peft
-    except ImportError:
-        raise EnvironmentUnavailable("LoRA needs peft: pip install 'sgdsai[peft]'", value="peft") from None
-    finally:
-        bnb_log.setLevel(previous)
-    return peft
+    return import_peft("LoRA")
 
 
 def apply_lora(model: nn.Module, spec: LoraSpec, model_type: str) -> nn.Module:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import logging
 import re
 import sys
 from collections.abc import Sequence
@@ -49,7 +48,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.errors import BadInput
 
 BNB_EXTRA = "pip install 'sgdsai[bnb]'"
 QUANT_TYPES = ("nf4", "fp4")
@@ -137,34 +136,11 @@ class QuantizedSummary:
 
 
 def require_bitsandbytes(what: str = "QLoRA"):
-    """The bitsandbytes module, or EnvironmentUnavailable naming the extra.
+    """The bitsandbytes module, or EnvironmentUnavailable naming the extra (``extras.import_bitsandbytes``:
+    quiet, and outside any dispatch mode, so bnb's module-level tables are real tensors)."""
+    from sgdsai_cli.extras import import_bitsandbytes
 
-    Its import logs a warning on CPUs with AVX512-BF16 when the optional ``kernels`` package is
-    missing ("Failed to load CPU gemm_4bit_forward from kernels-community"); bnb's loggers are
-    held at ERROR for the import only, and their level restored after. The import makes module-level
-    tensors (bnb's nf4/fp4 tables): it runs outside any dispatch mode and on the CPU, so that a first
-    import inside a ``FakeTensorMode`` (or a tracker, or a meta device context) leaves bnb real tables.
-    """
-    loaded = sys.modules.get("bitsandbytes")
-    if loaded is not None:
-        return loaded
-    from torch.utils._python_dispatch import _disable_current_modes
-
-    logger = logging.getLogger("bitsandbytes")
-    previous = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with _disable_current_modes(), torch.device("cpu"):
-            import bitsandbytes
-    except ImportError:
-        raise EnvironmentUnavailable(f"{what} needs bitsandbytes: {BNB_EXTRA}", field="bitsandbytes") from None
-    except Exception as e:  # a broken install (its native library, a CUDA setup): not a traceback
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise EnvironmentUnavailable(f"{what} needs bitsandbytes, which failed to import "
-                                     f"({type(e).__name__}: {first}): {BNB_EXTRA}", field="bitsandbytes") from None
-    finally:
-        logger.setLevel(previous)
-    return bitsandbytes
+    return import_bitsandbytes(what)
 
 
 # ----------------------------------------------------------------------------------------------

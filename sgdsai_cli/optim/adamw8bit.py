@@ -25,15 +25,12 @@ MIN_8BIT_SIZE = 4096  # bitsandbytes' default: smaller tensors keep 32-bit state
 
 def bitsandbytes_module():
     """The imported ``bitsandbytes``; EnvironmentUnavailable naming the extra when it is missing."""
-    from torch._subclasses.fake_tensor import unset_fake_temporarily
+    from sgdsai_cli.extras import import_bitsandbytes
 
     try:
-        with unset_fake_temporarily():  # its import builds real tensors
-            import bitsandbytes
-    except ImportError:
-        raise EnvironmentUnavailable(f"optimizer 'adamw8bit' needs bitsandbytes: {INSTALL}",
-                                     value="adamw8bit") from None
-    return bitsandbytes
+        return import_bitsandbytes("optimizer 'adamw8bit'")
+    except EnvironmentUnavailable as e:
+        raise EnvironmentUnavailable(str(e), value="adamw8bit") from None
 
 
 def build_adamw8bit(params, lr: float):

@@ -1,0 +1,66 @@
+"""The optional packages (extras), imported quietly and safely: bitsandbytes, and peft (which imports it).
+
+    bnb = import_bitsandbytes("QLoRA")      # EnvironmentUnavailable naming pip install 'sgdsai[bnb]' without it
+
+bitsandbytes logs a warning at import on CPUs with AVX512-BF16 when the optional ``kernels`` package is
+missing ("Failed to load CPU gemm_4bit_forward from kernels-community"): its loggers are held at ERROR
+for the import only, and their level restored after. Its import makes module-level tensors (the nf4/fp4
+tables), so it runs outside any dispatch mode (FakeTensorMode, a live-tensor tracker) and on the CPU:
+a first import inside a fake mode would leave bitsandbytes with fake tables for the whole process.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+
+from sgdsai_cli.errors import EnvironmentUnavailable
+
+BNB_EXTRA = "pip install 'sgdsai[bnb]'"
+PEFT_EXTRA = "pip install 'sgdsai[peft]'"
+
+
+@contextlib.contextmanager
+def _quiet_and_plain():
+    import torch
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    logger = logging.getLogger("bitsandbytes")
+    previous = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with _disable_current_modes(), torch.device("cpu"):
+            yield
+    finally:
+        logger.setLevel(previous)
+
+
+def import_bitsandbytes(what: str = "this"):
+    """The bitsandbytes module, or EnvironmentUnavailable saying that ``what`` needs it."""
+    loaded = sys.modules.get("bitsandbytes")
+    if loaded is not None:
+        return loaded
+    try:
+        with _quiet_and_plain():
+            import bitsandbytes
+    except ImportError:
+        raise EnvironmentUnavailable(f"{what} needs bitsandbytes: {BNB_EXTRA}", field="bitsandbytes") from None
+    except Exception as e:  # a broken install (its native library, a CUDA setup): not a traceback
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise EnvironmentUnavailable(f"{what} needs bitsandbytes, which failed to import "
+                                     f"({type(e).__name__}: {first}): {BNB_EXTRA}", field="bitsandbytes") from None
+    return bitsandbytes
+
+
+def import_peft(what: str = "LoRA"):
+    """The peft module (it imports bitsandbytes when present: the same care), or EnvironmentUnavailable."""
+    loaded = sys.modules.get("peft")
+    if loaded is not None:
+        return loaded
+    try:
+        with _quiet_and_plain():
+            import peft
+    except ImportError:
+        raise EnvironmentUnavailable(f"{what} needs peft: {PEFT_EXTRA}", value="peft") from None
+    return peft
