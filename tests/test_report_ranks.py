@@ -14,7 +14,8 @@ def simulated(tmp_path_factory) -> tuple[dict, object]:
     from sgdsai_cli import profile
 
     path = tmp_path_factory.mktemp("sim") / "ddp.json"
-    result = profile(model="tiny-llama", parallel="ddp", world_size=4, device="meta", seq_len=32)
+    result = profile(model="tiny-llama", parallel="ddp", world_size=4, device="meta", seq_len=32,
+                     optimizers=["sgdsai", "adamw"])
     result.save(path)
     return json.loads(path.read_text()), path
 
