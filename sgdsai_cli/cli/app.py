@@ -2,7 +2,9 @@
 
 The library raises ``SgdsaiError`` subclasses carrying the field that was wrong; ``handle_errors``
 prints one line on stderr, with the field shown as its flag, and exits with the error's code
-(2 bad input, 3 environment, 1 regression; Ctrl-C 130). Nothing a user can cause prints a traceback.
+(2 bad input, 3 environment, 1 regression; Ctrl-C 130, SIGTERM 143: see ``signals``). Click's usage
+errors (an unknown option, a missing value, a bad choice) are one ``error:`` line too (``Group``).
+Nothing a user can cause prints a traceback.
 """
 
 from __future__ import annotations
@@ -14,11 +16,50 @@ from contextlib import contextmanager
 
 import typer
 from rich.console import Console
+from typer._click import exceptions as click_errors
+from typer.core import TyperGroup
 
+from sgdsai_cli.cli import signals
 from sgdsai_cli.errors import SgdsaiError
 from sgdsai_cli.version import __version__
 
+
+def usage_message(e: click_errors.ClickException) -> str:
+    """A Click usage error as one line: ``no such option '--stepz' (did you mean '--steps'?)``."""
+    if isinstance(e, click_errors.NoSuchOption):
+        close = [p for p in (e.possibilities or []) if p != "--help"]  # closest first (difflib)
+        return f"no such option {e.option_name!r}" + (f" (did you mean {close[0]!r}?)" if close else "")
+    if isinstance(e, click_errors.BadOptionUsage) and "requires an argument" in e.message:
+        return f"option {e.option_name!r} needs a value"
+    text = " ".join(e.format_message().split()).rstrip(".")
+    return text[:1].lower() + text[1:]
+
+
+class Group(TyperGroup):
+    """The command group: usage errors are one ``error:`` line (exit 2); Ctrl-C outside a command 130."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
+                              standalone_mode=False, **extra)
+            code = rv if isinstance(rv, int) and not isinstance(rv, bool) else 0
+        except click_errors.NoArgsIsHelpError as e:
+            e.show()
+            code = e.exit_code
+        except click_errors.ClickException as e:
+            error(usage_message(e))
+            code = e.exit_code
+        except typer.Abort:  # end of input at a prompt, or Ctrl-C outside a command
+            code = 130
+        if signals.received() is not None:  # stopped by a signal, whatever came after it
+            code = signals.exit_code()
+        if standalone_mode:
+            sys.exit(code)
+        return code
+
+
 app = typer.Typer(
+    cls=Group,
     name="sgdsai",
     help="Memory and performance profiler for the SGD-SaI optimizer against AdamW.",
     add_completion=False,
@@ -74,6 +115,13 @@ def error(message: str) -> None:
     print(f"error: {message}", file=sys.stderr)
 
 
+def interrupted() -> None:
+    """The one 'interrupted' line, however many signals came."""
+    signals.seen()
+    if signals.tell_once():
+        error(f"interrupted ({signals.name()})")
+
+
 def flag_message(e: SgdsaiError) -> str:
     """The error's message with its field shown as the flag (``batch_size`` -> ``--batch-size``)."""
     message = str(e)
@@ -94,8 +142,8 @@ def handle_errors(func):
             error(flag_message(e))
             raise typer.Exit(e.exit_code) from None
         except KeyboardInterrupt:
-            error("interrupted")
-            raise typer.Exit(130) from None
+            interrupted()
+            raise typer.Exit(signals.exit_code()) from None
 
     return wrapper
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from sgdsai_cli.cli import options as opt
+from sgdsai_cli.cli import signals
 from sgdsai_cli.cli.app import app, handle_errors, progress_bar, say, stderr, stdout
 from sgdsai_cli.errors import BadInput, RegressionFound
 
@@ -141,13 +142,15 @@ def profile_command(
         samples_dir = json_path.parent if (out is None and json_path is not None) else None
         with progress_bar(quiet) as on_progress:
             result = run_profile(plan, out_dir=out, samples_dir=samples_dir, on_progress=on_progress)
-    _write_outputs(result, json_path, out, quiet)
+    with signals.shielded():  # a signal now is recorded: the result is written first
+        _write_outputs(result, json_path, out, quiet)
     _print(result, output_format, quiet)
     if verbose:
         say(_timing_line(result, time.perf_counter() - t_start))
-    if result.interrupted:  # Ctrl-C: the finished runs are written above
-        say("interrupted: finished runs kept")
-        raise typer.Exit(130)
+    if result.interrupted or signals.received() is not None:  # the finished runs are written above
+        signals.seen()
+        say(f"interrupted ({signals.name()}): finished runs kept")
+        raise typer.Exit(signals.exit_code())
     if baseline_path is not None:
         _baseline(result, baseline_path, baseline_result, tol, update_baseline, quiet, output_format)
 

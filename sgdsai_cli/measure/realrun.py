@@ -11,8 +11,10 @@ clean allocator with nothing left over from the previous one. Progress is report
 
 Failures are results: running out of memory is ``status: "oom"`` (the phase and the peak before
 it in ``memory.details``), any other failure ``status: "error"`` with the message, and the other
-optimizers still run. Ctrl-C stops the running child, keeps the runs already finished, marks the
-others ``skipped`` and sets ``result.interrupted`` so the caller can write the result and exit 130.
+optimizers still run. Ctrl-C (a ``KeyboardInterrupt``; the command line raises one for SIGTERM
+too, its message naming the signal) stops the running child's whole process group, keeps the runs
+already finished, marks the others ``skipped`` and sets ``result.interrupted`` so the caller can
+write the result and exit 130 (143 for SIGTERM).
 
 Steady state only: the first step (optimizer state allocation) is never the measured figure. On
 the CPU memory is read in tracked warmup steps, so a ``spec.warmup`` below
@@ -161,6 +163,11 @@ def _jobs(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample_interv
             for name in optimizers]
 
 
+def _why(e: KeyboardInterrupt) -> str:
+    """What stopped the run: the interrupt's message when a signal handler gave one (SIGTERM), else Ctrl-C."""
+    return str(e) or "Ctrl-C"
+
+
 @dataclass
 class _Collected:
     runs: list[RunResult] = field(default_factory=list)
@@ -173,10 +180,10 @@ def _run_all(jobs: list[Job], say: ProgressCallback, snapshot_without_out: bool,
     for i, job in enumerate(jobs):
         try:
             result = _run_one(job, say)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             got.interrupted = True
             got.runs += [RunResult(rest.optimizer, None, status="skipped",
-                                   error="interrupted (Ctrl-C) before this run finished") for rest in jobs[i:]]
+                                   error=f"interrupted ({_why(e)}) before this run finished") for rest in jobs[i:]]
             break
         run = result.run
         run.add_note(note)
@@ -232,8 +239,8 @@ def run_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample_int
     if estimate and not got.interrupted:
         try:
             compare_with_estimates(got.runs, spec, model_spec)
-        except KeyboardInterrupt:  # Ctrl-C during the estimate: keep the measured runs
+        except KeyboardInterrupt as e:  # Ctrl-C during the estimate: keep the measured runs
             got.interrupted = True
             for run in got.runs:
-                run.add_note("estimate interrupted (Ctrl-C)")
+                run.add_note(f"estimate interrupted ({_why(e)})")
     return _assemble(spec, model_spec, dev, got)
