@@ -23,7 +23,7 @@ import pytest
 pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs Linux /proc")
 
 TIMEOUT_S = 90  # a case that takes longer than this has hung: it fails, and everything it started is killed
-STEPS = "150"  # each worker trains long enough for a signal to land while it runs
+STEPS = "40"  # a worker lives for seconds (torch's import, then training): a signal lands while it runs
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -191,8 +191,24 @@ def test_a_signal_during_a_run_keeps_the_finished_runs(run, signum, worker, repe
     assert all(x["memory"]["state_bytes"] > 0 for x in kept)
 
 
+def test_a_signal_after_the_last_run_keeps_every_run(run):
+    """After the last worker ended (the estimate, writing, printing): both runs are written."""
+    r = run(steps="3")
+    last = r.wait_for_worker(1)
+    while _alive(last) and time.monotonic() - r.start < TIMEOUT_S:
+        time.sleep(0.005)
+    for _ in range(3):
+        if r.proc.poll() is None:
+            r.interrupt(signal.SIGINT)
+        time.sleep(0.003)
+    rc, err = r.finish()
+    assert rc in (0, 130), err  # 0 when the command had already ended
+    r.assert_clean(err)
+    assert _statuses(r.doc()) == [("sgdsai", "ok"), ("adamw", "ok")]
+
+
 def test_a_killed_worker_is_an_error_row_and_the_next_run_goes_on(run):
-    r = run()
+    r = run(steps="3")
     os.kill(r.wait_for_worker(0), signal.SIGKILL)
     r.wait_for_worker(1)
     rc, err = r.finish()
@@ -212,3 +228,90 @@ def test_a_killed_parent_leaves_no_worker_and_no_temp_folder(run):
     assert rc == -signal.SIGKILL
     r.assert_clean(err)
     assert not _alive(worker)
+
+
+# ----------------------------------------------------------------------------------------------
+# in process: the pieces of the policy
+
+
+@pytest.fixture
+def handlers():
+    """Signal handlers as they were before the test (the policy ignores SIGINT/SIGTERM on leaving)."""
+    saved = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
+    yield
+    for s, h in saved.items():
+        signal.signal(s, h)
+
+
+def test_a_signal_inside_an_import_is_raised_when_the_import_is_over(tmp_path, monkeypatch, handlers):
+    from sgdsai_cli.cli import signals
+
+    (tmp_path / "slow_module_h14.py").write_text(
+        "import os, signal, time\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(0.2)\nDONE = True\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with signals.policy():
+        with pytest.raises(KeyboardInterrupt, match="Ctrl-C"):
+            import slow_module_h14  # noqa: F401
+            while True:  # the deferred interrupt comes within DEFER_S
+                time.sleep(0.01)
+        assert signals.received() == signal.SIGINT and signals.exit_code() == 130
+    assert sys.modules["slow_module_h14"].DONE is True  # the import ran to its end
+    assert signals.received() is None  # outside the policy (in-process callers): nothing
+
+
+@pytest.mark.parametrize("signums, code, name", [
+    ([signal.SIGINT], 130, "Ctrl-C"),
+    ([signal.SIGTERM], 143, "SIGTERM"),
+    ([signal.SIGTERM, signal.SIGINT, signal.SIGINT], 143, "SIGTERM"),  # the first one counts
+])
+def test_only_the_first_signal_raises(handlers, signums, code, name):
+    from sgdsai_cli.cli import signals
+
+    raised = 0
+    with signals.policy():
+        for s in signums:
+            try:
+                os.kill(os.getpid(), s)
+                time.sleep(0.05)
+            except KeyboardInterrupt:
+                raised += 1
+        assert (raised, signals.exit_code(), signals.name()) == (1, code, name)
+
+
+def test_a_shielded_section_records_and_does_not_raise(handlers):
+    from sgdsai_cli.cli import signals
+
+    with signals.policy():
+        with signals.shielded():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert signals.received() == signal.SIGTERM
+    assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN  # leaving: nothing can interrupt the exit
+
+
+@pytest.mark.parametrize("finished_at, statuses", [
+    (None, [("sgdsai", "skipped"), ("adamw", "skipped")]),  # interrupted during the first run
+    (0, [("sgdsai", "ok"), ("adamw", "skipped")]),  # the first child had written its result
+    (1, [("sgdsai", "ok"), ("adamw", "ok")]),  # the second had: both kept
+])
+def test_an_interrupt_after_a_child_finished_keeps_its_run(monkeypatch, finished_at, statuses):
+    from sgdsai_cli.measure import child, realrun
+    from sgdsai_cli.measure.job import JobResult
+    from sgdsai_cli.models import resolve_model
+    from sgdsai_cli.results import MemoryResult, ProfileSpec, RunResult
+
+    def fake_run_child(job, on_event):
+        result = JobResult(run=RunResult(job.optimizer, None, status="ok", memory=MemoryResult(state_bytes=1)))
+        index = ["sgdsai", "adamw"].index(job.optimizer)
+        if finished_at is None or index == finished_at:
+            e = KeyboardInterrupt()
+            if index == finished_at:
+                e.job_result = result
+            raise e
+        return result
+
+    monkeypatch.setattr(child, "run_child", fake_run_child)
+    spec = ProfileSpec(model="tiny-gpt2", precision="fp32", device="cpu", batch_size=1, seq_len=16, warmup=3, steps=2)
+    real = realrun.run_real(spec, resolve_model("tiny-gpt2"), ["sgdsai", "adamw"], estimate=False)
+    assert [(r.optimizer, r.status) for r in real.result.runs] == statuses
+    assert real.result.interrupted is True

@@ -40,8 +40,8 @@ _state = _State()
 
 
 def received() -> int | None:
-    """The first SIGINT/SIGTERM received inside ``policy()``, or None."""
-    return _state.received
+    """The first SIGINT/SIGTERM received, inside ``policy()`` (None outside it: in-process callers)."""
+    return _state.received if _state.active else None
 
 
 def exit_code(default: int = 130) -> int:

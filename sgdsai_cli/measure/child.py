@@ -118,21 +118,38 @@ def _close(proc: subprocess.Popen) -> None:
                 pass
 
 
-def _remove(folder: str) -> None:
-    _, interrupt = to_completion(shutil.rmtree, folder, ignore_errors=True)
-    if interrupt is not None:
-        raise interrupt
+def _remove(folder: str) -> KeyboardInterrupt | None:
+    """Remove the temp folder to the end; a Ctrl-C that came meanwhile is returned."""
+    return to_completion(shutil.rmtree, folder, ignore_errors=True)[1]
 
 
 def run_child(job: Job, on_event: Callable[[dict], None]) -> JobResult:
-    """Run ``job`` in a fresh process (``child_command()``); the child's JobResult."""
+    """Run ``job`` in a fresh process (``child_command()``); the child's JobResult.
+
+    A KeyboardInterrupt raised after the child had written its result carries that result as
+    ``job_result`` (the run finished: the caller keeps it).
+    """
     tmp, interrupt = to_completion(tempfile.mkdtemp, prefix=TEMP_PREFIX)
     try:
         if interrupt is not None:
             raise interrupt
-        return _run_in(Path(tmp), job, on_event)
-    finally:
+        result = _run_in(Path(tmp), job, on_event)
+    except BaseException:
         _remove(tmp)
+        raise
+    interrupt = _remove(tmp)
+    if interrupt is not None:
+        interrupt.job_result = result
+        raise interrupt
+    return result
+
+
+def _read_result(path: Path) -> JobResult | None:
+    """The child's result (written atomically: whole or absent), or None."""
+    try:
+        return JobResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
 
 
 def _run_in(tmp: Path, job: Job, on_event: Callable[[dict], None]) -> JobResult:
@@ -146,13 +163,16 @@ def _run_in(tmp: Path, job: Job, on_event: Callable[[dict], None]) -> JobResult:
                 if event is not None:
                     on_event(event)
             rc = proc.wait()
-        except BaseException:  # Ctrl-C, SIGTERM (or anything else): stop the child's group, then let it propagate
+            result = _read_result(result_path)
+        except BaseException as e:  # Ctrl-C, SIGTERM (or anything else): stop the child's group, then let it propagate
             to_completion(_stop, proc)  # a second Ctrl-C cannot cut this short
+            if isinstance(e, KeyboardInterrupt):
+                e.job_result = to_completion(_read_result, result_path)[0]  # it finished just before: keep it
             raise
         finally:
             _close(proc)
-        if result_path.exists():
-            return JobResult.from_dict(json.loads(result_path.read_text(encoding="utf-8")))
+        if result is not None:
+            return result
         err.seek(0)
         tail = [ln for ln in err.read().strip().splitlines() if ln.strip()][-1:]
     return _died(job, rc, tail)

@@ -148,7 +148,11 @@ def _run_one(job: Job, say: ProgressCallback) -> JobResult:
     except KeyboardInterrupt:
         say(Progress(name, seen["completed"], seen["total"], "interrupted"))
         raise
-    say(Progress(name, seen["completed"], seen["total"], result.run.status))
+    try:
+        say(Progress(name, seen["completed"], seen["total"], result.run.status))
+    except KeyboardInterrupt as e:  # the run is finished: the caller keeps it
+        e.job_result = result
+        raise
     return result
 
 
@@ -182,19 +186,27 @@ def _run_all(jobs: list[Job], say: ProgressCallback, snapshot_without_out: bool,
             result = _run_one(job, say)
         except KeyboardInterrupt as e:
             got.interrupted = True
+            finished = getattr(e, "job_result", None)  # the child had written its result: keep it
+            if finished is not None:
+                _keep(got, finished, snapshot_without_out, note)
             got.runs += [RunResult(rest.optimizer, None, status="skipped",
-                                   error=f"interrupted ({_why(e)}) before this run finished") for rest in jobs[i:]]
+                                   error=f"interrupted ({_why(e)}) before this run finished")
+                         for rest in jobs[i + (finished is not None):]]
             break
-        run = result.run
-        run.add_note(note)
-        if snapshot_without_out:
-            run.add_note(SNAPSHOT_NEEDS_OUT)
-        if result.snapshot:
-            if run.memory is not None:
-                run.memory.details["snapshot"] = result.snapshot
-        got.runs.append(run)
-        got.results.append(result)
+        _keep(got, result, snapshot_without_out, note)
     return got
+
+
+def _keep(got: _Collected, result: JobResult, snapshot_without_out: bool, note: str | None) -> None:
+    run = result.run
+    run.add_note(note)
+    if snapshot_without_out:
+        run.add_note(SNAPSHOT_NEEDS_OUT)
+    if result.snapshot:
+        if run.memory is not None:
+            run.memory.details["snapshot"] = result.snapshot
+    got.runs.append(run)
+    got.results.append(result)
 
 
 def _assemble(spec: ProfileSpec, model_spec, dev: torch.device, got: _Collected) -> RealRun:
@@ -243,4 +255,8 @@ def run_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample_int
             got.interrupted = True
             for run in got.runs:
                 run.add_note(f"estimate interrupted ({_why(e)})")
-    return _assemble(spec, model_spec, dev, got)
+    try:
+        return _assemble(spec, model_spec, dev, got)
+    except KeyboardInterrupt:  # building the result (no side effects): the runs are kept, built again
+        got.interrupted = True
+        return _assemble(spec, model_spec, dev, got)
