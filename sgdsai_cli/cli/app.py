@@ -13,6 +13,7 @@ import functools
 import re
 import sys
 from contextlib import contextmanager
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -35,10 +36,34 @@ def usage_message(e: click_errors.ClickException) -> str:
     return text[:1].lower() + text[1:]
 
 
+PATH_OPTIONS = ("--out", "--json", "--baseline", "-b", "--data", "--profile")
+
+
+def empty_path_option(args: list[str]) -> str | None:
+    """The first path option given an empty value (``--out ''``, ``--json=``), or None.
+
+    Click turns ``''`` into ``Path('.')``, the working folder, so this is checked on the raw words.
+    """
+    for i, word in enumerate(args):
+        if word == "--":
+            return None
+        flag, eq, value = word.partition("=")
+        if flag in PATH_OPTIONS and ((eq and value == "") or (not eq and i + 1 < len(args) and args[i + 1] == "")):
+            return flag
+    return None
+
+
 class Group(TyperGroup):
     """The command group: usage errors are one ``error:`` line (exit 2); Ctrl-C outside a command 130."""
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        words = list(sys.argv[1:] if args is None else args)
+        empty = empty_path_option(words)
+        if empty is not None:
+            error(f"{empty} '': the path is empty (give a file or folder name)")
+            if standalone_mode:
+                sys.exit(2)
+            return 2
         try:
             rv = super().main(args=args, prog_name=prog_name, complete_var=complete_var,
                               standalone_mode=False, **extra)
@@ -131,9 +156,37 @@ def flag_message(e: SgdsaiError) -> str:
     return re.sub(rf"(?<![\w-]){re.escape(e.field)}(?![\w-])", flag, message, count=1)
 
 
+created_folders: list[Path] = []  # output folders this command created (``options.prepare_out``)
+
+
+def _remove_empty_created() -> None:
+    """A command that failed leaves no empty output folder it created (innermost first)."""
+    while created_folders:
+        folder = created_folders.pop()
+        try:
+            folder.rmdir()  # only an empty folder
+        except OSError:
+            pass
+
+
 def handle_errors(func):
     """Translate library errors into a message and an exit code; Ctrl-C exits 130."""
 
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        created_folders.clear()
+        try:
+            return func(*args, **kwargs)
+        except BaseException:
+            _remove_empty_created()
+            raise
+        finally:
+            created_folders.clear()
+
+    return _errors_to_exit(wrapper)
+
+
+def _errors_to_exit(func):
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:

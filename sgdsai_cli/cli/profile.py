@@ -110,6 +110,10 @@ def profile_command(
     spec = load_spec_file(spec_file) if spec_file is not None else {}
     tol = parse_percent(str(tolerance if tolerance is not None else spec.get("tolerance", DEFAULT_TOLERANCE)))
     baseline_path = baseline if baseline is not None else spec.get("baseline")
+    opt.check_output_paths(json_path, out, "result.json",
+                           [("--baseline", baseline_path if update_baseline else None)],
+                           [("--baseline", None if update_baseline else baseline_path), ("--profile", spec_file),
+                            ("--model", model)])
     baseline_result = _baseline_before_work(baseline_path, update_baseline)
     if json_path is not None:
         check_writable(json_path)
