@@ -100,7 +100,7 @@ FLAGS = {
     "steps": "--steps", "sample_interval_ms": "--sample-interval-ms", "tolerance": "--tolerance",
     "tolerance_latency": "--tolerance-latency", "budget": "--budget", "gpu": "--gpu", "lr": "--lr",
     "seed": "--seed", "data": "--data", "layers": "--layers", "context": "--context", "name": "--name",
-    "activation_checkpointing": "--activation-checkpointing",
+    "activation_checkpointing": "--activation-checkpointing", "threads": "--threads",
 }
 
 
