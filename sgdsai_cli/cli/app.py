@@ -116,11 +116,56 @@ def _main(version: bool = typer.Option(False, "--version", callback=_version, is
     """Memory and performance profiler for the SGD-SaI optimizer against AdamW."""
 
 
+class TableConsole(Console):
+    """A console that never draws a table narrower than its longest words.
+
+    Rich squeezes a table into a narrow terminal by folding cells; below the width of the longest word
+    in each column (``COLUMNS=40``) every column is cut to a few letters and the last ones (the
+    verdict) are unreadable. Such a table is printed at its natural width instead: the terminal wraps
+    the lines, nothing is cut. Between the two, rich's folding is kept.
+    """
+
+    def print(self, *objects, **kwargs):
+        from rich.table import Table
+
+        from sgdsai_cli.render.tables import PIPE_WIDTH
+
+        if kwargs.get("width") is not None:
+            return super().print(*objects, **kwargs)
+        tables = [o for o in objects if isinstance(o, Table)]
+        if not tables or all(word_width(t) <= self.width for t in tables):
+            return super().print(*objects, **kwargs)
+        from rich.measure import Measurement
+
+        need = max(Measurement.get(self, self.options.update(max_width=PIPE_WIDTH), t).maximum for t in tables)
+        width = self.width
+        self.width = need
+        try:
+            return super().print(*objects, **kwargs)
+        finally:
+            self.width = width
+
+
+def word_width(table) -> int:
+    """The narrowest a rich Table can be drawn with no word split: each column as wide as its longest
+    word (header or cell) plus padding, plus the borders."""
+    from rich.text import Text
+
+    def longest(cell) -> int:
+        text = cell.plain if isinstance(cell, Text) else Text.from_markup(cell).plain if isinstance(cell, str) else ""
+        return max((len(w) for w in text.split()), default=0)
+
+    pad = table.padding[1] + table.padding[3] if table.padding else 0
+    widths = [max([longest(c.header), *(longest(cell) for cell in c._cells)]) + pad for c in table.columns]
+    return sum(widths) + len(widths) + 1 if table.box else sum(widths)
+
+
 def stdout() -> Console:
-    """The console for results: as wide as the terminal, and wide enough for any table when piped."""
+    """The console for results: as wide as the terminal (never narrower than a table's words), and wide
+    enough for any table when piped."""
     from sgdsai_cli.render.tables import PIPE_WIDTH
 
-    console = Console(soft_wrap=False)
+    console = TableConsole(soft_wrap=False)
     if not console.is_terminal:
         console.width = max(console.width, PIPE_WIDTH)
     return console
