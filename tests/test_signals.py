@@ -301,7 +301,8 @@ def test_an_interrupt_after_a_child_finished_keeps_its_run(monkeypatch, finished
     from sgdsai_cli.results import MemoryResult, ProfileSpec, RunResult
 
     def fake_run_child(job, on_event):
-        result = JobResult(run=RunResult(job.optimizer, None, status="ok", memory=MemoryResult(state_bytes=1)))
+        memory = MemoryResult("measured", state_bytes=1)
+        result = JobResult(run=RunResult(job.optimizer, None, status="ok", memory=memory))
         index = ["sgdsai", "adamw"].index(job.optimizer)
         if finished_at is None or index == finished_at:
             e = KeyboardInterrupt()
