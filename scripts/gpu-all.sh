@@ -6,8 +6,9 @@
 # Everything lands under $OUT (default out/). On a machine with no network the official
 # sgd-sai package (a test oracle) can travel as a wheel in .whl/.
 set -u
-cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac  # relative to the caller's folder
+cd "$(dirname "$0")/.."
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if ls .whl/*.whl >/dev/null 2>&1; then

@@ -21,8 +21,9 @@
 # Then summary.txt: per run predicted vs measured reserved, NVML peak, context (NVML - reserved).
 set +e
 set -u
-cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac  # relative to the caller's folder
+cd "$(dirname "$0")/.."
 mkdir -p "$OUT/logs"
 T0=$(date +%s)
 BUDGET=${BUDGET:-360}

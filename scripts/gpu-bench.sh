@@ -8,8 +8,9 @@
 # PYTHON picks the interpreter (default .venv/bin/python, else python3); it needs CUDA torch,
 # and Triton for the compiled path (without it "sgdsai" falls back to the fused path, and says so).
 set -uo pipefail
+OUT="${OUT:-out}"
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac  # relative to the caller's folder
 cd "$(dirname "$0")/.."
-OUT="${OUT:-./out}"
 mkdir -p "$OUT"
 PY="${PYTHON:-}"
 if [ -z "$PY" ]; then

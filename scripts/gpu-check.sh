@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU check: the real-run paths end to end on one CUDA device, in about 4-5 minutes on an H100.
 #
-#   OUT=out bash scripts/gpu-check.sh        # everything under $OUT (default: out/)
+#   OUT=out bash scripts/gpu-check.sh        # everything under $OUT (default: out/, relative to the
+#                                            # folder it is called from)
 #   BUDGET=300 OUT=out bash scripts/gpu-check.sh   # stop starting steps after ~300 s
 #
 # 1. sgdsai profile --device cuda for gpt2 and gpt2-xl in fp32 and bf16 with sgdsai and adamw
@@ -14,10 +15,13 @@
 # 4. pytest -m gpu (last);
 # then a summary table of every result. Each command is time-boxed; a failing piece is logged
 # and the script goes on (set +e). Logs: $OUT/logs/*.log.
+# Exit status: 0 every step that ran passed (rc 0), 1 some failed, 2 every one failed (or none ran:
+# no CUDA, the budget spent before the first).
 set +e
 set -u
-cd "$(dirname "$0")/.."
 OUT=${OUT:-out}
+case "$OUT" in /*) ;; *) OUT="$PWD/$OUT" ;; esac  # relative to the caller's folder
+cd "$(dirname "$0")/.."
 mkdir -p "$OUT/logs"
 T0=$(date +%s)
 
@@ -61,8 +65,11 @@ run() {
   timeout --signal=INT --kill-after=15 "$limit" "$@" >"$OUT/logs/$name.log" 2>&1
   local rc=$?
   printf '%-28s rc=%-3s %4ss  (t=%ss)\n' "$name" "$rc" "$(( $(date +%s) - t ))" "$(elapsed)" | tee -a "$OUT/logs/steps.log"
+  if [ "$rc" -eq 0 ]; then PASSED=$((PASSED + 1)); else FAILED=$((FAILED + 1)); fi
   return 0
 }
+PASSED=0
+FAILED=0
 
 profile() {  # profile NAME TIMEOUT MODEL PRECISION [extra options]
   local name=$1 limit=$2 model=$3 prec=$4; shift 4
@@ -133,4 +140,7 @@ EOF
 echo "== steps"
 cat "$OUT/logs/steps.log"
 tail -n 3 "$OUT/logs/pytest-gpu.log" 2>/dev/null
-echo "gpu-check done in $(elapsed) s; logs in $OUT/logs"
+echo "gpu-check done in $(elapsed) s; logs in $OUT/logs; $PASSED step(s) passed, $FAILED failed"
+if [ "$PASSED" -eq 0 ]; then exit 2; fi
+if [ "$FAILED" -gt 0 ]; then exit 1; fi
+exit 0

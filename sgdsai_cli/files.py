@@ -97,6 +97,48 @@ def check_writable(path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def file_identity(path: str | os.PathLike) -> str:
+    """The file a path names once links are followed (``a/../b``, ``./b`` and a symlink to ``b`` are ``b``)."""
+    return os.path.realpath(os.fspath(path))
+
+
+def check_distinct(outputs: list[tuple[str, str | os.PathLike | None]],
+                   inputs: list[tuple[str, str | os.PathLike | None]] = ()) -> None:
+    """BadInput (before any work) when two outputs, or an output and an input, are the same file.
+
+    Each entry is ``(who, path)``, ``who`` as the message shows it (``--json``, ``--out 'D'``); a None
+    path is skipped. Writing a result over the baseline it is compared with, or two writes to one
+    file, is refused: one of them would be lost.
+    """
+    read = {file_identity(p): who for who, p in inputs if p is not None}
+    written: dict[str, str] = {}
+    for who, path in outputs:
+        if path is None:
+            continue
+        key, shown = file_identity(path), os.fspath(path)
+        if key in read:
+            raise BadInput(f"{who} would overwrite '{shown}', the file {read[key]} reads: give the output another "
+                           "path", value=shown)
+        if key in written:
+            raise BadInput(f"{written[key]} and {who} both write '{shown}': give each output its own path",
+                           value=shown)
+        written[key] = who
+
+
+def check_not_inside(what: str, path: str | os.PathLike | None, folder: str | os.PathLike | None,
+                     folder_what: str, names: tuple[str, ...], suffixes: tuple[str, ...] = ()) -> None:
+    """BadInput when ``path`` is one of the files written in ``folder`` (``names``, or any name ending
+    in one of ``suffixes``: the figures)."""
+    if path is None or folder is None:
+        return
+    p = Path(file_identity(path))
+    if p.parent != Path(file_identity(folder)):
+        return
+    if p.name in names or p.name.endswith(tuple(suffixes)):
+        raise BadInput(f"{what} '{os.fspath(path)}' is a file {folder_what} '{os.fspath(folder)}' writes "
+                       f"({p.name}): give it another name or folder", value=os.fspath(path))
+
+
 def prepare_out_dir(out: str | os.PathLike, first_file: str) -> Path:
     """Create an output folder (BadInput when it is a file or cannot be made) and check that
     ``first_file`` can be written in it, before any work starts."""

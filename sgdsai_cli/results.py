@@ -177,7 +177,8 @@ class Envelope:
 # What changes from one run to the next with nothing else changed: never compared by ``check``, and
 # left out of baselines (``stable_form``) so that a regenerated baseline is byte-identical.
 VOLATILE_FIELDS = ("created_utc", "environment.python", "environment.platform", "timing_s",
-                   "runs[].memory.details.trace_seconds", "runs[].memory.details.allocator.seconds")
+                   "runs[].memory.details.trace_seconds", "runs[].memory.details.allocator.seconds",
+                   "environment.device.load_avg", "runs[].timing.load_avg")
 
 
 def stable_form(doc: dict[str, Any]) -> dict[str, Any]:
@@ -185,12 +186,16 @@ def stable_form(doc: dict[str, Any]) -> dict[str, Any]:
     out = {k: v for k, v in doc.items() if k not in ("created_utc", "timing_s")}
     if isinstance(out.get("environment"), dict):
         out["environment"] = {k: v for k, v in out["environment"].items() if k not in ("python", "platform")}
+        if isinstance(out["environment"].get("device"), dict):
+            out["environment"]["device"] = {k: v for k, v in out["environment"]["device"].items() if k != "load_avg"}
     if isinstance(out.get("runs"), list):
         out["runs"] = [_stable_run(r) for r in out["runs"]]
     return out
 
 
 def _stable_run(run: Any) -> Any:
+    if isinstance(run, dict) and isinstance(run.get("timing"), dict):
+        run = {**run, "timing": {k: v for k, v in run["timing"].items() if k != "load_avg"}}
     memory = run.get("memory") if isinstance(run, dict) else None
     if not isinstance(memory, dict) or not isinstance(memory.get("details"), dict):
         return run

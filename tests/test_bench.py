@@ -52,7 +52,8 @@ def test_bench_document_keeps_the_old_shape():
     events = [f"{p.task}: {p.stage}" + (f" {p.completed}/{p.total}" if p.total else "") for p in events]
     assert list(doc) == ["schema_version", "kind", "tool_version", "created_utc", "environment", "spec", "tensors",
                          "copy", "rows"]
-    assert list(doc["spec"]) == ["model", "precision", "device", "layers", "optimizers", "warmup", "steps", "seed"]
+    assert list(doc["spec"]) == ["model", "precision", "device", "layers", "optimizers", "warmup", "steps", "seed",
+                                 "threads"]  # threads: added after the first release (additive)
     assert events == ["tiny-vit: allocating", "sgdsai:loop: first step 0/1", "sgdsai:loop: ok 1/1",
                       "tiny-vit: measured 1/1"]
 

@@ -391,7 +391,7 @@ def test_cuda_without_cuda_is_environment_unavailable_with_the_field():
 
 def test_cpu_device_record_always_has_threads():
     rec = devices.device_record(torch.device("cpu"))
-    assert set(rec) == {"type", "name", "total_memory_bytes", "uuid", "driver", "threads"}
+    assert set(rec) == {"type", "name", "total_memory_bytes", "uuid", "driver", "threads", "cpus", "load_avg"}
     assert rec["type"] == "cpu" and rec["threads"] == torch.get_num_threads() and rec["total_memory_bytes"] > 0
     assert devices.device_record(torch.device("meta"))["type"] == "meta"
     assert devices.free_bytes(torch.device("cpu")) > 0

@@ -2,12 +2,47 @@
 
 from __future__ import annotations
 
-from sgdsai_cli.cli import bench_step, check, gsnr, plan, presets, profile, report  # noqa: F401  (registers commands)
-from sgdsai_cli.cli.app import app
+import os
+import shutil
+import sys
+import tempfile
+
+from sgdsai_cli.cli import bench_step, check, gsnr, plan, presets, profile, report, signals  # noqa: F401  (registers commands)
+from sgdsai_cli.cli.app import app, interrupted
+from sgdsai_cli.cli.streams import guarded_streams
 
 
-def main() -> None:
-    app()
+def main(early_signal: int | None = None) -> None:
+    """The ``sgdsai`` process: the signal policy (``signals``) and the standard streams (``streams``), then the app.
+
+    ``early_signal``: a SIGINT/SIGTERM that came while this package was being imported (recorded by
+    ``sgdsai_cli.__main__``): the command stops at once with its exit code.
+    """
+    scratch = _no_home_configs()
+    with signals.policy():
+        try:
+            if early_signal is not None:
+                signals.deliver(early_signal)
+            with guarded_streams() as usable:
+                code = app(standalone_mode=False) if usable else 2
+        except KeyboardInterrupt:
+            interrupted()
+            code = signals.exit_code()
+        if signals.received() is not None:
+            code = signals.exit_code()
+        if scratch is not None:
+            shutil.rmtree(scratch, ignore_errors=True)
+    sys.exit(code)
+
+
+def _no_home_configs() -> str | None:
+    """With a home folder that does not exist (``HOME=/nonexistent``), matplotlib would create it for
+    its config and font cache: this process points it at a temp folder instead (removed at exit)."""
+    if "MPLCONFIGDIR" in os.environ or os.path.isdir(os.path.expanduser("~")):
+        return None
+    scratch = tempfile.mkdtemp(prefix="sgdsai-mpl-")
+    os.environ["MPLCONFIGDIR"] = scratch
+    return scratch
 
 
 __all__ = ["app", "main"]

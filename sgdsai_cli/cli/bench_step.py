@@ -18,6 +18,7 @@ FORMATS = ("table", "json")
 EXAMPLES = opt.epilog(
     "sgdsai bench-step --model gpt2",
     "sgdsai bench-step --model llama2-7b --layers 4 --device cuda --precision bf16",
+    "sgdsai bench-step --model gpt2 --device cpu --threads 1   # steadier on a shared machine",
     "sgdsai bench-step --model gpt2 -o sgdsai:compiled -o sgdsai:foreach -o adamw-fused --json bench.json",
 )
 
@@ -37,6 +38,9 @@ def bench_step_command(
     warmup: str = typer.Option("3", "--warmup", metavar="W", help="Warm-up rounds after the first step."),
     steps: str = typer.Option("11", "--steps", metavar="N", help="Measured rounds (each optimizer steps once per "
                                                                 "round)."),
+    threads: str = typer.Option(None, "--threads", metavar="N", show_default=False,
+                                help="CPU: torch threads for the measurement (1 gives the steadiest figure on a "
+                                     "shared machine). [default: torch's setting, OMP_NUM_THREADS]"),
     json_path: Path = opt.json_option(),
     output_format: str = opt.format_option(FORMATS),
     quiet: bool = opt.quiet_option(),
@@ -55,7 +59,7 @@ def bench_step_command(
         model=model, device=device or "auto", precision=precision or "fp32",
         optimizers=tuple(check_optimizer(o) for o in optimizer) if optimizer else DEFAULT_OPTIMIZERS,
         layers=opt.optional(opt.parse_int, "--layers", layers), warmup=opt.parse_int("--warmup", warmup, 0),
-        steps=opt.parse_int("--steps", steps),
+        steps=opt.parse_int("--steps", steps), threads=opt.optional(opt.parse_int, "--threads", threads),
     )
     if json_path is not None:
         check_writable(json_path)

@@ -64,6 +64,9 @@ def gsnr_command(
             if csv_path == Path(json_path):
                 raise BadInput(f"--json '{json_path}': the per-tensor CSV would overwrite it (name it *.json)")
             check_writable(csv_path)
+    opt.check_output_paths(json_path, out, "gsnr.json",
+                           [("--json's CSV", csv_path), (f"--out '{out}'", Path(out) / "gsnr.csv" if out else None)],
+                           [("--model", model), ("--data", data)])
     out_dir = opt.prepare_out(out, "gsnr.json")
 
     with progress_bar(quiet) as on_progress:

@@ -109,9 +109,39 @@ def epilog(*examples: str) -> str:
 
 
 def prepare_out(out: Path | None, first_file: str) -> Path | None:
+    """Create ``out`` (checked writable) before any work; a command that fails removes it again when it
+    created it and it is still empty (``app.handle_errors``)."""
+    from sgdsai_cli.cli.app import created_folders
     from sgdsai_cli.files import prepare_out_dir
 
-    return None if out is None else prepare_out_dir(out, first_file)
+    if out is None:
+        return None
+    missing = []
+    folder = Path(out).absolute()
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    prepared = prepare_out_dir(out, first_file)
+    created_folders.extend(reversed(missing))  # outermost first: removed innermost first
+    return prepared
+
+
+FIGURE_SUFFIXES = (".png", ".svg", ".csv", ".pickle")  # figures, samples and snapshots written into --out
+
+
+def check_output_paths(json_path: Path | None, out: Path | None, out_file: str, outputs: list = (),
+                       inputs: list = ()) -> None:
+    """Before any work: no two outputs are one file, no output is an input (``inputs``: ``(flag, path)``;
+    a value that is not an existing file, such as a preset name, is skipped), and ``--json`` is not a
+    file that ``--out`` writes (``out_file`` or a figure)."""
+    import os
+
+    from sgdsai_cli.files import check_distinct, check_not_inside
+
+    check_distinct([("--json", json_path), (f"--out '{out}'", Path(out) / out_file if out is not None else None),
+                    *outputs],
+                   [(flag, p) for flag, p in inputs if p is not None and os.path.isfile(p)])
+    check_not_inside("--json", json_path, out, "--out", (out_file,), FIGURE_SUFFIXES)
 
 
 def check_model_name(model) -> None:

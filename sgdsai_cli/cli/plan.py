@@ -67,6 +67,7 @@ def plan_command(
     context_bytes = parse_size(context) if context is not None else None
     if json_path is not None:
         check_writable(json_path)
+    opt.check_output_paths(json_path, out, "plan.json", inputs=[("--model", model)])
     opt.prepare_out(out, "plan.json")
     with progress_bar(quiet) as on_progress:
         result = plan(model, precision or None, gpu or None, optimizer or None, batch_size=batch, seq_len=seq,

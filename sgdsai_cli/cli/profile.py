@@ -12,6 +12,7 @@ from pathlib import Path
 import typer
 
 from sgdsai_cli.cli import options as opt
+from sgdsai_cli.cli import signals
 from sgdsai_cli.cli.app import app, handle_errors, progress_bar, say, stderr, stdout
 from sgdsai_cli.errors import BadInput, RegressionFound
 
@@ -119,8 +120,13 @@ def profile_command(
     if quiet and verbose:
         raise BadInput("--quiet and --verbose exclude each other")
     spec = load_spec_file(spec_file) if spec_file is not None else {}
-    tol = parse_percent(str(tolerance if tolerance is not None else spec.get("tolerance", DEFAULT_TOLERANCE)))
+    with _named_in_file(spec_file, ["tolerance"] if tolerance is None and "tolerance" in spec else []):
+        tol = parse_percent(str(tolerance if tolerance is not None else spec.get("tolerance", DEFAULT_TOLERANCE)))
     baseline_path = baseline if baseline is not None else spec.get("baseline")
+    opt.check_output_paths(json_path, out, "result.json",
+                           [("--baseline", baseline_path if update_baseline else None)],
+                           [("--baseline", None if update_baseline else baseline_path), ("--profile", spec_file),
+                            ("--model", model)])
     baseline_result = _baseline_before_work(baseline_path, update_baseline)
     if json_path is not None:
         check_writable(json_path)
@@ -144,8 +150,10 @@ def profile_command(
     }
     if spec_file is None and model is None:
         raise BadInput("missing --model (a preset name such as llama2-7b, or a config.json path)")
+    from_file = [k for k in spec if {**options, "model": model, "optimizers": optimizer or None}.get(k) is None]
     with _user_traceback(verbose):
-        plan = prepare_profile(model, spec=spec, **options)
+        with _named_in_file(spec_file, from_file, spec):
+            plan = prepare_profile(model, spec=spec, **options)
         from sgdsai_cli.measure.parallel_real import launched_rank
 
         if plan.parallel is not None and (launched_rank() or 0) > 0:
@@ -156,13 +164,15 @@ def profile_command(
         samples_dir = json_path.parent if (out is None and json_path is not None) else None
         with progress_bar(quiet) as on_progress:
             result = run_profile(plan, out_dir=out, samples_dir=samples_dir, on_progress=on_progress)
-    _write_outputs(result, json_path, out, quiet)
+    with signals.shielded():  # a signal now is recorded: the result is written first
+        _write_outputs(result, json_path, out, quiet)
     _print(result, output_format, quiet)
     if verbose:
         say(_timing_line(result, time.perf_counter() - t_start))
-    if result.interrupted:  # Ctrl-C: the finished runs are written above
-        say("interrupted: finished runs kept")
-        raise typer.Exit(130)
+    if result.interrupted or signals.received() is not None:  # the finished runs are written above
+        signals.seen()
+        say(f"interrupted ({signals.name()}): finished runs kept")
+        raise typer.Exit(signals.exit_code())
     if baseline_path is not None:
         _baseline(result, baseline_path, baseline_result, tol, update_baseline, quiet, output_format)
 
@@ -181,6 +191,43 @@ def _launch_ranks(n: int, parallel: str | None, device: str | None, args: list, 
     rc = launch_torchrun(argv, n)
     if rc:
         raise typer.Exit(rc)
+
+
+class _named_in_file:
+    """An error about a value that came from the ``--profile`` TOML names the file (and not a flag the
+    value was not given as): ``run.toml: key 'tolerance': bad percentage '1e400' ...``."""
+
+    def __init__(self, path, keys: list[str], spec: dict | None = None):
+        self.path, self.keys, self.spec = path, keys, spec or {}
+
+    def _key_of(self, exc) -> str | None:
+        """The file's key the error is about: its field, else the key whose value the message quotes."""
+        if exc.field in self.keys:
+            return exc.field
+        if exc.field is not None:
+            return None
+        if len(self.keys) == 1:
+            return self.keys[0]
+        for key in self.keys:
+            values = self.spec.get(key)
+            for v in values if isinstance(values, list) else [values]:
+                if v is not None and (exc.value == v or f"'{v}'" in str(exc)):
+                    return key
+        return None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb):
+        from sgdsai_cli.errors import SgdsaiError
+
+        if self.path is None or not isinstance(exc, SgdsaiError) or not self.keys:
+            return False
+        key = self._key_of(exc)
+        if key is None:
+            return False
+        message = f"{self.path}: {exc}" if exc.field == key else f"{self.path}: key '{key}': {exc}"
+        raise type(exc)(message, value=exc.value) from None
 
 
 class _user_traceback:

@@ -22,7 +22,8 @@ reads the destination's cache lines before writing them, so a kernel that reads 
 can exceed the copy's figure (bandwidth_fraction > 1). On a CPU each row records the torch
 ``threads`` in ``details`` and, when its step times or per-round ratios vary widely,
 ``details["spread_warning"]`` (``stats.spread_warning``: the figure is noise, and how to get a
-stable one). ``steps`` and ``warmup`` are at most ``limits.MAX_STEPS``.
+stable one). ``spec.threads`` sets torch's threads for the measurement on a CPU (restored after;
+the spec as run records the threads used). ``steps`` and ``warmup`` are at most ``limits.MAX_STEPS``.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from sgdsai_cli.measure.bench_result import (
     TensorSet,
 )
 from sgdsai_cli.measure.limits import check_step_count
-from sgdsai_cli.measure.stats import latency_summary, median, spread_warning
+from sgdsai_cli.measure.stats import BENCH_HINT, QUIET_HINT, latency_summary, median, spread_warning
 from sgdsai_cli.optim import IMPLS, SGDSaI, cpu_kernel
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import Environment
@@ -149,11 +150,24 @@ def _checked(spec: BenchSpec):
                        field="precision", value=spec.precision)
     model_spec = resolve_model(spec.model)
     dev = devices.resolve_device(spec.device, auto="cpu", meta_refusal="time a step (it has no memory)")
+    threads = _check_threads(spec.threads, dev)
     run_spec = BenchSpec(spec.model, str(dev), spec.precision, optimizers, spec.layers, spec.warmup, spec.steps,
-                         spec.seed)
+                         spec.seed, threads)
     param_shapes(model_spec, spec.layers)  # a bad layers count is bad input before the memory check
     check_fits(run_spec, model_spec, dev, precision.bytes_per_param)
     return run_spec, model_spec, dev, precision
+
+
+def _check_threads(threads: int | None, dev: torch.device) -> int | None:
+    """The torch threads the CPU measurement uses (``threads``, else the current setting); None on CUDA."""
+    if threads is None:
+        return torch.get_num_threads() if dev.type == "cpu" else None
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise BadInput(f"threads {threads!r} must be a whole number of at least 1", field="threads", value=threads)
+    if dev.type != "cpu":
+        raise BadInput(f"threads {threads}: torch threads set the CPU's step; a {dev.type} step runs on the device "
+                       "(leave it out)", field="threads", value=threads)
+    return threads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,7 +282,10 @@ def _row(name: str, opt, predicted: str, times: dict[str, list[float]], first_ms
     if dev.type == "cpu":
         threads = torch.get_num_threads()
         row.details["threads"] = threads
-        warning = spread_warning(times[name], ratios if name != REFERENCE else (), threads)
+        load = devices.cpu_load()
+        warning = spread_warning(times[name], ratios if name != REFERENCE else (), threads,
+                                 load=((load["load_avg"] or [None])[0], load["cpus"]),
+                                 hint=BENCH_HINT if threads != 1 else QUIET_HINT)
         if warning:
             row.details["spread_warning"] = warning
     if isinstance(opt, SGDSaI) and row.impl == "compiled":
@@ -287,8 +304,18 @@ def bench_step(spec: BenchSpec, *, on_progress: ProgressCallback | None = None) 
     tensors do not fit, before any allocation. Progress: "allocating", then one task per optimizer
     for its first step, then task ``spec.model`` through the warm-up and measured rounds.
     """
-    say = report_to(on_progress)
     spec, model_spec, dev, precision = _checked(spec)
+    before = torch.get_num_threads()
+    if spec.threads is not None and spec.threads != before:
+        torch.set_num_threads(spec.threads)  # for this measurement only: restored below
+    try:
+        return _measure(spec, model_spec, dev, precision, report_to(on_progress))
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+def _measure(spec: BenchSpec, model_spec, dev: torch.device, precision, say: ProgressCallback) -> BenchResult:
     shapes = param_shapes(model_spec, spec.layers)
     element_bytes = precision.bytes_per_param
     say(Progress(spec.model, None, None, "allocating"))

@@ -28,10 +28,12 @@ class BenchSpec:
     warmup: int = 3
     steps: int = 11
     seed: int = 0
+    threads: int | None = None  # CPU: torch threads for the measurement (None: as set); as run, the threads used
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "precision": self.precision, "device": self.device, "layers": self.layers,
-                "optimizers": list(self.optimizers), "warmup": self.warmup, "steps": self.steps, "seed": self.seed}
+                "optimizers": list(self.optimizers), "warmup": self.warmup, "steps": self.steps, "seed": self.seed,
+                "threads": self.threads}
 
 
 @dataclass

@@ -5,20 +5,36 @@ reads its stdout line by line (progress events go to ``on_event``; other output 
 returns the child's ``JobResult``. A child that dies without a result becomes an error row that
 says how it died (exit status, signal; SIGKILL suggests the kernel's out-of-memory killer) and
 the last line it wrote on stderr. Ctrl-C (or any exception) in the parent stops the child first.
+
+No orphan, no temp folder left. The child runs in its own session (its own process group), so a
+Ctrl-C at the terminal reaches only the parent, which decides: on any exception (a
+``KeyboardInterrupt`` from Ctrl-C, or from the command line's SIGTERM handler) it stops the whole
+group (SIGTERM, then SIGKILL after ``STOP_TIMEOUT_S``), reaps the child and removes the temp folder
+``sgdsai-run-*``. Starting the child and removing the folder run to completion even when a Ctrl-C
+comes in the middle (in a helper thread; the interrupt is raised after), so a child is never
+started untracked and a folder never half-removed. The child's stdin is a pipe the parent never
+writes: when the parent dies without cleaning up (SIGKILL), the child reads end-of-file and exits,
+removing that folder itself (``worker``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from sgdsai_cli.measure.job import Job, JobResult, parse_progress
 from sgdsai_cli.results import RunResult
+
+STOP_TIMEOUT_S = 5.0  # after SIGTERM, the child's group gets SIGKILL
+TEMP_PREFIX = "sgdsai-run-"
 
 
 def child_command() -> list[str]:
@@ -26,13 +42,51 @@ def child_command() -> list[str]:
     return [sys.executable, "-m", "sgdsai_cli.measure.worker"]
 
 
-def _stop(proc: subprocess.Popen) -> None:
-    proc.terminate()
+def to_completion(fn: Callable, *args, **kwargs):
+    """``(fn(*args, **kwargs), interrupt)``: ``fn`` runs in a helper thread, so a KeyboardInterrupt
+    (raised in the main thread only) cannot cut it short; one that came meanwhile is returned, for the
+    caller to raise once it has what ``fn`` made. An exception of ``fn`` is raised."""
+    box: dict = {}
+    done = threading.Event()
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the caller below
+            box["error"] = e
+        finally:
+            done.set()
+
+    threading.Thread(target=target, name="sgdsai-uninterrupted", daemon=True).start()
+    interrupt = None
+    while True:  # not Thread.join: an interrupted join can report a running thread as stopped (Python < 3.13)
+        try:
+            done.wait()
+            break
+        except KeyboardInterrupt as e:
+            interrupt = interrupt or e
+    if "error" in box:
+        raise box["error"]
+    return box["value"], interrupt
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
     try:
-        proc.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        os.killpg(proc.pid, signum)  # the child leads its own group (start_new_session)
+    except (ProcessLookupError, PermissionError):
+        pass  # the group is gone already
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """Stop the child's process group and reap the child."""
+    if proc.poll() is None:
+        _signal_group(proc, signal.SIGTERM)
+        try:
+            proc.wait(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            _signal_group(proc, signal.SIGKILL)
+            proc.wait()
+    _signal_group(proc, signal.SIGKILL)  # anything the child started that outlived it
 
 
 def _died(job: Job, rc: int, err_tail: list[str]) -> JobResult:
@@ -43,30 +97,82 @@ def _died(job: Job, rc: int, err_tail: list[str]) -> JobResult:
     return JobResult(run=RunResult(job.optimizer, None, status="error", error=msg))
 
 
-def run_child(job: Job, on_event: Callable[[dict], None]) -> JobResult:
-    """Run ``job`` in a fresh process (``child_command()``); the child's JobResult."""
-    with tempfile.TemporaryDirectory(prefix="sgdsai-run-") as tmp:
-        job_path, result_path, err_path = (Path(tmp) / n for n in ("job.json", "result.json", "stderr.txt"))
-        job_path.write_text(json.dumps(job.to_dict()), encoding="utf-8")
-        env = dict(os.environ)
-        env.setdefault("PYTHONUNBUFFERED", "1")
-        with open(err_path, "w+", encoding="utf-8") as err:
-            proc = subprocess.Popen([*child_command(), str(job_path), str(result_path)],
-                                    stdout=subprocess.PIPE, stderr=err, stdin=subprocess.DEVNULL, text=True, env=env)
+def _start(cmd: list[str], err) -> subprocess.Popen:
+    env = dict(os.environ)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    proc, interrupt = to_completion(subprocess.Popen, cmd, stdout=subprocess.PIPE, stderr=err,
+                                    stdin=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    if interrupt is not None:
+        to_completion(_stop, proc)
+        _close(proc)
+        raise interrupt
+    return proc
+
+
+def _close(proc: subprocess.Popen) -> None:
+    for pipe in (proc.stdout, proc.stdin):
+        if pipe is not None:
             try:
-                for line in proc.stdout:
-                    event = parse_progress(line)
-                    if event is not None:
-                        on_event(event)
-                rc = proc.wait()
-            except BaseException:  # Ctrl-C (or anything else): stop the child, then let it propagate
-                _stop(proc)
-                raise
-            finally:
-                if proc.stdout is not None:
-                    proc.stdout.close()
-            if result_path.exists():
-                return JobResult.from_dict(json.loads(result_path.read_text(encoding="utf-8")))
-            err.seek(0)
-            tail = [ln for ln in err.read().strip().splitlines() if ln.strip()][-1:]
+                pipe.close()
+            except OSError:
+                pass
+
+
+def _remove(folder: str) -> KeyboardInterrupt | None:
+    """Remove the temp folder to the end; a Ctrl-C that came meanwhile is returned."""
+    return to_completion(shutil.rmtree, folder, ignore_errors=True)[1]
+
+
+def run_child(job: Job, on_event: Callable[[dict], None]) -> JobResult:
+    """Run ``job`` in a fresh process (``child_command()``); the child's JobResult.
+
+    A KeyboardInterrupt raised after the child had written its result carries that result as
+    ``job_result`` (the run finished: the caller keeps it).
+    """
+    tmp, interrupt = to_completion(tempfile.mkdtemp, prefix=TEMP_PREFIX)
+    try:
+        if interrupt is not None:
+            raise interrupt
+        result = _run_in(Path(tmp), job, on_event)
+    except BaseException:
+        _remove(tmp)
+        raise
+    interrupt = _remove(tmp)
+    if interrupt is not None:
+        interrupt.job_result = result
+        raise interrupt
+    return result
+
+
+def _read_result(path: Path) -> JobResult | None:
+    """The child's result (written atomically: whole or absent), or None."""
+    try:
+        return JobResult.from_dict(json.loads(path.read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        return None
+
+
+def _run_in(tmp: Path, job: Job, on_event: Callable[[dict], None]) -> JobResult:
+    job_path, result_path, err_path = (tmp / n for n in ("job.json", "result.json", "stderr.txt"))
+    job_path.write_text(json.dumps(job.to_dict()), encoding="utf-8")
+    with open(err_path, "w+", encoding="utf-8") as err:
+        proc = _start([*child_command(), str(job_path), str(result_path)], err)
+        try:
+            for line in proc.stdout:
+                event = parse_progress(line)
+                if event is not None:
+                    on_event(event)
+            rc = proc.wait()
+            result = _read_result(result_path)
+        except BaseException as e:  # Ctrl-C, SIGTERM (or anything else): stop the child's group, then let it propagate
+            to_completion(_stop, proc)  # a second Ctrl-C cannot cut this short
+            if isinstance(e, KeyboardInterrupt):
+                e.job_result = to_completion(_read_result, result_path)[0]  # it finished just before: keep it
+            raise
+        finally:
+            _close(proc)
+        if result is not None:
+            return result
+        err.seek(0)
+        tail = [ln for ln in err.read().strip().splitlines() if ln.strip()][-1:]
     return _died(job, rc, tail)

@@ -89,7 +89,8 @@ def _cpu_name() -> str:
 
 
 def device_record(dev: torch.device, *, driver: str | None = None) -> dict[str, Any]:
-    """The result's ``environment.device``: type, name, total_memory_bytes, uuid, driver (+ cpu threads)."""
+    """The result's ``environment.device``: type, name, total_memory_bytes, uuid, driver (+ on a CPU: threads,
+    cpus and load_avg, ``cpu_load``)."""
     if dev.type == "meta":
         return {"type": "meta", "name": "meta", "total_memory_bytes": None, "uuid": None, "driver": None}
     if dev.type == "cuda":
@@ -101,7 +102,21 @@ def device_record(dev: torch.device, *, driver: str | None = None) -> dict[str, 
     if total is None:
         total = _sysconf_bytes("SC_PHYS_PAGES")
     return {"type": "cpu", "name": _cpu_name(), "total_memory_bytes": total, "uuid": None, "driver": None,
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), **cpu_load()}
+
+
+def cpu_load() -> dict[str, Any]:
+    """``{"cpus": usable CPUs, "load_avg": [1, 5, 15 minutes]}`` now (None where the OS does not say):
+    how busy the machine was while a CPU timing ran."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count()
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except (AttributeError, OSError):
+        load = None
+    return {"cpus": cpus, "load_avg": load}
 
 
 def meminfo_bytes(key: str) -> int | None:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from sgdsai_cli.measure.phases import PHASES, cuda_stats
-from sgdsai_cli.measure.stats import latency_summary, spread, spread_warning
+from sgdsai_cli.measure.stats import QUIET_HINT, STABLE_HINT, latency_summary, spread, spread_warning
 from sgdsai_cli.measure.storage import state_bytes_by_key, unique_bytes
 from sgdsai_cli.measure.training import TrainingRun
 from sgdsai_cli.results import MemoryResult
@@ -155,8 +155,12 @@ def timing(run: TrainingRun) -> tuple[dict[str, Any] | None, str | None]:
     steps = step_times(run)
     threads = torch.get_num_threads()
     s = spread(steps)
-    return ({"threads": threads, "step_p90_over_p50": round(s, 3) if s is not None else None},
-            spread_warning(steps, threads=threads))
+    from sgdsai_cli.measure.devices import cpu_load
+
+    load = cpu_load()
+    return ({"threads": threads, "step_p90_over_p50": round(s, 3) if s is not None else None, **load},
+            spread_warning(steps, threads=threads, load=((load["load_avg"] or [None])[0], load["cpus"]),
+                           hint=STABLE_HINT if threads != 1 else QUIET_HINT))
 
 
 def latency(run: TrainingRun) -> dict[str, Any]:

@@ -11,8 +11,10 @@ clean allocator with nothing left over from the previous one. Progress is report
 
 Failures are results: running out of memory is ``status: "oom"`` (the phase and the peak before
 it in ``memory.details``), any other failure ``status: "error"`` with the message, and the other
-optimizers still run. Ctrl-C stops the running child, keeps the runs already finished, marks the
-others ``skipped`` and sets ``result.interrupted`` so the caller can write the result and exit 130.
+optimizers still run. Ctrl-C (a ``KeyboardInterrupt``; the command line raises one for SIGTERM
+too, its message naming the signal) stops the running child's whole process group, keeps the runs
+already finished, marks the others ``skipped`` and sets ``result.interrupted`` so the caller can
+write the result and exit 130 (143 for SIGTERM).
 
 Steady state only: the first step (optimizer state allocation) is never the measured figure. On
 the CPU memory is read in tracked warmup steps, so a ``spec.warmup`` below
@@ -146,7 +148,11 @@ def _run_one(job: Job, say: ProgressCallback) -> JobResult:
     except KeyboardInterrupt:
         say(Progress(name, seen["completed"], seen["total"], "interrupted"))
         raise
-    say(Progress(name, seen["completed"], seen["total"], result.run.status))
+    try:
+        say(Progress(name, seen["completed"], seen["total"], result.run.status))
+    except KeyboardInterrupt as e:  # the run is finished: the caller keeps it
+        e.job_result = result
+        raise
     return result
 
 
@@ -161,6 +167,11 @@ def _jobs(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample_interv
             for name in optimizers]
 
 
+def _why(e: KeyboardInterrupt) -> str:
+    """What stopped the run: the interrupt's message when a signal handler gave one (SIGTERM), else Ctrl-C."""
+    return str(e) or "Ctrl-C"
+
+
 @dataclass
 class _Collected:
     runs: list[RunResult] = field(default_factory=list)
@@ -173,21 +184,29 @@ def _run_all(jobs: list[Job], say: ProgressCallback, snapshot_without_out: bool,
     for i, job in enumerate(jobs):
         try:
             result = _run_one(job, say)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as e:
             got.interrupted = True
+            finished = getattr(e, "job_result", None)  # the child had written its result: keep it
+            if finished is not None:
+                _keep(got, finished, snapshot_without_out, note)
             got.runs += [RunResult(rest.optimizer, None, status="skipped",
-                                   error="interrupted (Ctrl-C) before this run finished") for rest in jobs[i:]]
+                                   error=f"interrupted ({_why(e)}) before this run finished")
+                         for rest in jobs[i + (finished is not None):]]
             break
-        run = result.run
-        run.add_note(note)
-        if snapshot_without_out:
-            run.add_note(SNAPSHOT_NEEDS_OUT)
-        if result.snapshot:
-            if run.memory is not None:
-                run.memory.details["snapshot"] = result.snapshot
-        got.runs.append(run)
-        got.results.append(result)
+        _keep(got, result, snapshot_without_out, note)
     return got
+
+
+def _keep(got: _Collected, result: JobResult, snapshot_without_out: bool, note: str | None) -> None:
+    run = result.run
+    run.add_note(note)
+    if snapshot_without_out:
+        run.add_note(SNAPSHOT_NEEDS_OUT)
+    if result.snapshot:
+        if run.memory is not None:
+            run.memory.details["snapshot"] = result.snapshot
+    got.runs.append(run)
+    got.results.append(result)
 
 
 def _assemble(spec: ProfileSpec, model_spec, dev: torch.device, got: _Collected) -> RealRun:
@@ -232,8 +251,12 @@ def run_real(spec: ProfileSpec, model_spec, optimizers: list[str], *, sample_int
     if estimate and not got.interrupted:
         try:
             compare_with_estimates(got.runs, spec, model_spec)
-        except KeyboardInterrupt:  # Ctrl-C during the estimate: keep the measured runs
+        except KeyboardInterrupt as e:  # Ctrl-C during the estimate: keep the measured runs
             got.interrupted = True
             for run in got.runs:
-                run.add_note("estimate interrupted (Ctrl-C)")
-    return _assemble(spec, model_spec, dev, got)
+                run.add_note(f"estimate interrupted ({_why(e)})")
+    try:
+        return _assemble(spec, model_spec, dev, got)
+    except KeyboardInterrupt:  # building the result (no side effects): the runs are kept, built again
+        got.interrupted = True
+        return _assemble(spec, model_spec, dev, got)

@@ -48,6 +48,8 @@ def latency_summary(values_ms: Sequence[float]) -> dict[str, Any] | None:
 
 SPREAD_LIMIT = 1.5  # p90/p50 of step times, or max/min of per-round ratios, above this: a warning
 STABLE_HINT = "for a stable figure run on a quiet machine with OMP_NUM_THREADS=1"
+BENCH_HINT = "for a stable figure run on a quiet machine with --threads 1 (or OMP_NUM_THREADS=1)"
+QUIET_HINT = "for a stable figure run on a quiet machine (the load average says how busy this one was)"
 
 
 def spread(values: Sequence[float]) -> float | None:
@@ -66,11 +68,14 @@ def range_spread(values: Sequence[float]) -> float | None:
     return max(values) / lo if lo > 0 else None
 
 
-def spread_warning(step_ms: Sequence[float], ratios: Sequence[float] = (), threads: int | None = None) -> str | None:
+def spread_warning(step_ms: Sequence[float], ratios: Sequence[float] = (), threads: int | None = None,
+                   load: tuple[float | None, int | None] | None = None, hint: str = STABLE_HINT) -> str | None:
     """A one-line warning when the timings vary widely (see the module docstring), else None.
 
     ``step_ms``: the measured step times; ``ratios``: the per-round ratios to the reference
-    (bench-step), if any; ``threads``: the torch threads the timings ran on, said in the text.
+    (bench-step), if any; ``threads``: the torch threads the timings ran on, said in the text;
+    ``load``: (1-minute load average, usable CPUs), said in the text when known; ``hint``: how to
+    get a stable figure.
     """
     found = []
     s = spread(step_ms)
@@ -82,5 +87,8 @@ def spread_warning(step_ms: Sequence[float], ratios: Sequence[float] = (), threa
     if not found:
         return None
     on = f" on {threads} thread{'s' if threads != 1 else ''}" if threads is not None else ""
-    return (f"timings vary widely ({', '.join(found)}, above {SPREAD_LIMIT}){on}: the CPU is shared or "
-            f"oversubscribed; {STABLE_HINT}")
+    busy = ""
+    if load is not None and load[0] is not None:
+        busy = f", load average {load[0]:.2f}" + (f" on {load[1]} CPUs" if load[1] else "")
+    return (f"timings vary widely ({', '.join(found)}, above {SPREAD_LIMIT}){on}{busy}: the CPU is shared or "
+            f"oversubscribed; {hint}")

@@ -9,7 +9,10 @@ protocol of ``job``). The run itself is ``training.TrainingRun``; its summary
 
 Failures are results: running out of memory (``devices.is_oom``) is status "oom" with the phase,
 the step and the peak before it; any other exception status "error" with its first line and the
-last lines of its traceback in the note. A CPU run that finished carries ``timing`` (threads,
+last lines of its traceback in the note. The child runs in its own process group; it ignores
+SIGINT (the parent decides), dies on SIGTERM, and exits when its stdin (a pipe from the parent)
+reaches end-of-file, removing the parent's ``sgdsai-run-*`` folder: it never outlives a parent that
+was killed (SIGKILL) before it could clean up. A CPU run that finished carries ``timing`` (threads,
 step p90/p50) and, when its step times vary widely, a note saying how to get a stable figure.
 """
 
@@ -106,6 +109,37 @@ def _emit(event: str, **fields) -> None:
     sys.stdout.flush()
 
 
+def _exit_with_parent(job_path: str) -> None:
+    """Exit at once when stdin (a pipe the parent holds open) reaches end-of-file: the parent is gone.
+
+    The parent died without cleaning up (SIGKILL), so its temp folder (the job's, ``sgdsai-run-*``)
+    is removed here. Run by hand (stdin a terminal, a file, /dev/null), there is no parent to watch.
+    """
+    import os
+    import shutil
+    import stat
+    import threading
+
+    try:
+        if sys.stdin is None or not stat.S_ISFIFO(os.fstat(sys.stdin.fileno()).st_mode):
+            return
+    except (OSError, ValueError):
+        return
+
+    def watch() -> None:
+        try:
+            while sys.stdin.buffer.read(4096):
+                pass
+        except (OSError, ValueError):
+            pass
+        folder = Path(job_path).resolve().parent
+        if folder.name.startswith("sgdsai-run-"):
+            shutil.rmtree(folder, ignore_errors=True)
+        os._exit(143)
+
+    threading.Thread(target=watch, name="sgdsai-parent-watch", daemon=True).start()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the child: read the job, run it, write the result atomically."""
     argv = sys.argv[1:] if argv is None else argv
@@ -113,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write("usage: python -m sgdsai_cli.measure.worker JOB.json RESULT.json\n")
         return 2
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides what Ctrl-C stops
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # the parent stops this process group with SIGTERM
+    _exit_with_parent(argv[0])
     from sgdsai_cli.files import write_json_atomic
 
     job = Job.from_dict(json.loads(Path(argv[0]).read_text(encoding="utf-8")))

@@ -7,8 +7,9 @@ the call, and OpenMP shares torch's runtime (libgomp is already loaded by torch)
 ``torch.get_num_threads()`` threads.
 
 Built on first use and cached in ``$SGDSAI_CACHE_DIR/kernels``, else
-``$XDG_CACHE_HOME/sgdsai/kernels`` (default ``~/.cache``); a folder that cannot be written falls
-back to a temporary one. The cache key covers the source, the compiler and the CPU, so a
+``$XDG_CACHE_HOME/sgdsai/kernels`` (default ``~/.cache``, only when the home folder exists: a
+``HOME=/nonexistent`` is never created); a folder that cannot be written falls back to a temporary
+one. The cache key covers the source, the compiler and the CPU, so a
 ``-march=native`` build is reused only where it runs. ``SGDSAI_NO_CC=1`` disables the kernel.
 The outcome (library or error) is kept in ``kernel_cache.KERNELS``.
 """
@@ -160,8 +161,16 @@ def _cache_dir() -> Path:
     """``$SGDSAI_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME/sgdsai/kernels`` (default ``~/.cache``)."""
     if os.environ.get("SGDSAI_CACHE_DIR"):
         return Path(os.environ["SGDSAI_CACHE_DIR"]) / "kernels"
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
-    return Path(base) / "sgdsai" / "kernels"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "sgdsai" / "kernels"
+    home = os.path.expanduser("~")
+    if not os.path.isdir(home):  # HOME=/nonexistent: never create a home folder
+        return _fallback_dir()
+    return Path(home) / ".cache" / "sgdsai" / "kernels"
+
+
+def _fallback_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"sgdsai-kernels-{os.getuid()}"
 
 
 def _machine_key(compiler: str) -> str:
@@ -234,8 +243,7 @@ def _load() -> CpuKernel:
     try:
         path, flags, built = _build(compiler, _cache_dir(), key)
     except OSError:
-        fallback = Path(tempfile.gettempdir()) / f"sgdsai-kernels-{os.getuid()}"
-        path, flags, built = _build(compiler, fallback, key)
+        path, flags, built = _build(compiler, _fallback_dir(), key)
     lib = ctypes.CDLL(str(path))
     return CpuKernel(lib, path, flags, built=built, load_ms=(time.perf_counter() - t0) * 1e3)
 
