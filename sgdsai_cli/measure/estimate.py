@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sgdsai_cli.measure.marked_step import autocast, marked_step
 from sgdsai_cli.measure.model_bytes import (  # noqa: F401 (estimate.*)
     buffer_bytes,
     grad_bytes_of,
@@ -199,13 +200,7 @@ def _build_fake(model_spec, dtype: torch.dtype, fake_mode):
         return models.build_model(model_spec, device="cpu", dtype=dtype)
 
 
-def _autocast(precision: Precision):
-    import contextlib
-
-    if precision.autocast_dtype is None:
-        return contextlib.nullcontext()
-    # fake tensors live on the CPU device: CPU autocast casts to bf16 and fp16 like CUDA's does
-    return torch.autocast("cpu", dtype=precision.autocast_dtype)
+_autocast = autocast  # the former name (parallel, parallel_ddp)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -230,53 +225,12 @@ def _trace_model(model_spec, precision: Precision, batch_size: int, seq_len: int
 
     for p in models.trainable_parameters(model):
         handles.append(p.register_post_accumulate_grad_hook(grad_hook))
-    layers = models.decoder_layers(model)
-    n = len(layers)
-
-    def first_tensor(args, kwargs):
-        """A block's hidden states: the first tensor argument (transformers passes it by keyword too)."""
-        for a in (*args, *kwargs.values()):
-            if isinstance(a, torch.Tensor):
-                return a
-            if isinstance(a, (tuple, list)) and a and isinstance(a[0], torch.Tensor):
-                return a[0]
-        return None
-
-    def pre_hook(k):
-        def hook(module, args, kwargs):
-            tracker.mark(f"F{k}")
-            x = first_tensor(args, kwargs)
-            if k == 0 and x is not None and x.requires_grad:
-                x.register_hook(lambda g: tracker.mark("post"))
-
-        return hook
-
-    def post_hook(k):
-        def hook(module, args, kwargs, out):
-            if k == n - 1:
-                tracker.mark("epi")
-            # fires when the gradient of this block's output is complete, i.e. before its backward
-            y = first_tensor((out,), {})
-            if y is not None and y.requires_grad:
-                y.register_hook(lambda g: tracker.mark(f"B{k}"))
-
-        return hook
-
-    for k, layer in enumerate(layers):
-        handles.append(layer.register_forward_pre_hook(pre_hook(k), with_kwargs=True))
-        handles.append(layer.register_forward_hook(post_hook(k), with_kwargs=True))
-    with fake_mode, tracker:
-        tracker.mark("pre")
-        batch = models.make_batch(spec, batch_size, seq_len, device="cpu", model=model)
-        batch_bytes = unique_bytes(models.batch_tensors(batch))
-        with _autocast(precision):
-            loss = models.training_loss(spec, model, batch)
-            tracker.mark("exit")  # leaving autocast frees its cache of low-precision weight copies
-        tracker.mark("loss")
-        loss.backward()
-        del loss, batch
-    for h in handles:
-        h.remove()
+    try:
+        batch_bytes = marked_step(tracker, fake_mode, models.decoder_layers(model), spec, precision, model, model,
+                                  batch_size, seq_len)
+    finally:
+        for h in handles:
+            h.remove()
     return tracker.close(), tracker, batch_bytes
 
 

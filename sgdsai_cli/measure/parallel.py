@@ -38,6 +38,7 @@ import torch
 
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.measure import estimate as est
+from sgdsai_cli.measure.marked_step import marked_step
 from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
 from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.precision import Precision
@@ -298,7 +299,6 @@ def prepare_trace(model_spec, precision: Precision, cfg: ParallelConfig, depth: 
 def trace_prepared(prepared: tuple, precision: Precision, cfg: ParallelConfig, batch_size: int,
                    seq_len: int) -> tuple[_ForwardBackward, object, object]:
     """One traced steady forward and backward of a ``prepare_trace`` model (gradients None at its start)."""
-    from sgdsai_cli import models
 
     spec, fake_mode, model, blocks, watched, unsharded = prepared
     depth = len(blocks)
@@ -306,39 +306,8 @@ def trace_prepared(prepared: tuple, precision: Precision, cfg: ParallelConfig, b
         p.grad = None
     gc.collect()  # garbage of earlier steps in reference cycles would otherwise die at a random point of the trace
     tracker = _FSDPTracker(watched)
+    marked_step(tracker, fake_mode, blocks, spec, precision, model, model, batch_size, seq_len)
     n = len(blocks)
-    handles = []
-
-    def pre_hook(k):
-        def hook(module, args):
-            tracker.mark(f"F{k}")
-            if k == 0 and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
-                args[0].register_hook(lambda g: tracker.mark("post"))
-
-        return hook
-
-    def post_hook(k):
-        def hook(module, args, out):
-            if k == n - 1:
-                tracker.mark("epi")
-            out.register_hook(lambda g: tracker.mark(f"B{k}"))
-
-        return hook
-
-    for k, block in enumerate(blocks):
-        handles.append(block.register_forward_pre_hook(pre_hook(k)))
-        handles.append(block.register_forward_hook(post_hook(k)))
-    with fake_mode, tracker:
-        tracker.mark("pre")
-        batch = models.make_batch(spec, batch_size, seq_len, device="cpu")
-        with est._autocast(precision):
-            loss = models.training_loss(spec, model, batch)
-            tracker.mark("exit")
-        tracker.mark("loss")
-        loss.backward()
-        del loss, batch
-    for h in handles:
-        h.remove()
     block = blocks[min(1, n - 1)]
     padded = {"root": cfg.shards * local_bytes(p for p in model.parameters()
                                                if not any(p is q for b in blocks for q in b.parameters())),

@@ -52,6 +52,7 @@ from torch.utils._pytree import tree_leaves
 from sgdsai_cli.errors import EnvironmentUnavailable
 from sgdsai_cli.measure import estimate as est
 from sgdsai_cli.measure import parallel as par
+from sgdsai_cli.measure.marked_step import marked_step
 from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.precision import Precision
 
@@ -121,42 +122,8 @@ def _trace(model_spec, precision: Precision, cfg: par.ParallelConfig, batch_size
     buckets, bucket_bytes = _rebuild(ddp, fake_mode)
     gc.collect()
     blocks = models.decoder_layers(model)
-    n = len(blocks)
     tracker = est._SegmentTracker()
-    handles = []
-
-    def pre_hook(k):
-        def hook(module, args):
-            tracker.mark(f"F{k}")
-            if k == 0 and args and isinstance(args[0], torch.Tensor) and args[0].requires_grad:
-                args[0].register_hook(lambda g: tracker.mark("post"))
-
-        return hook
-
-    def post_hook(k):
-        def hook(module, args, out):
-            if k == n - 1:
-                tracker.mark("epi")
-            y = out[0] if isinstance(out, (tuple, list)) else out
-            if isinstance(y, torch.Tensor) and y.requires_grad:
-                y.register_hook(lambda g: tracker.mark(f"B{k}"))
-
-        return hook
-
-    for k, block in enumerate(blocks):
-        handles.append(block.register_forward_pre_hook(pre_hook(k)))
-        handles.append(block.register_forward_hook(post_hook(k)))
-    with fake_mode, tracker:
-        tracker.mark("pre")
-        batch = models.make_batch(spec, batch_size, seq_len, device="cpu", model=model)
-        with est._autocast(precision):
-            loss = models.training_loss(spec, ddp, batch)
-            tracker.mark("exit")
-        tracker.mark("loss")
-        loss.backward()
-        del loss, batch
-    for h in handles:
-        h.remove()
+    marked_step(tracker, fake_mode, blocks, spec, precision, ddp, model, batch_size, seq_len)
     grads = [p.grad for p in model.parameters() if p.grad is not None]
     in_buckets = sum(1 for g in grads if g.untyped_storage()._cdata in buckets)
     return {"segments": tracker.close(), "ops": tracker.ops, "bucket_bytes": bucket_bytes,
