@@ -197,11 +197,16 @@ def test_real_ranks_hold_what_the_simulation_says(runs, optimizer):
 @pytest.fixture(scope="module")
 def torchrun_doc(tmp_path_factory) -> dict:
     """``torchrun --nproc-per-node 2 -m sgdsai_cli profile --parallel fsdp2 --device cpu``: rank 0's document."""
-    out = tmp_path_factory.mktemp("torchrun") / "r.json"
+    return _torchrun_profile(tmp_path_factory.mktemp("torchrun") / "r.json", "--parallel", "fsdp2", "--steps", "2")
+
+
+def _torchrun_profile(out, *args: str) -> dict:
+    """``torchrun --nproc-per-node 2 -m sgdsai_cli profile --model tiny-llama --device cpu ... ARGS`` (gloo, one
+    thread a rank, sgdsai and adamw): rank 0's document, written to ``out``."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
            "--master-port", str(_free_port()), "-m", "sgdsai_cli", "profile", "--model", "tiny-llama",
-           "--parallel", "fsdp2", "--device", "cpu", "--seq-len", "32", "--steps", "2", "--warmup", "1",
-           "-o", "sgdsai", "-o", "adamw", "--json", str(out), "-q"]
+           "--device", "cpu", "--seq-len", "32", "--warmup", "1", "-o", "sgdsai", "-o", "adamw", *args,
+           "--json", str(out), "-q"]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S,
                               env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -254,19 +259,10 @@ def torchrun_ddp(request, tmp_path_factory) -> tuple[bool, dict]:
     """``torchrun --nproc-per-node 2 -m sgdsai_cli profile --parallel ddp --device cpu`` (gloo), with
     gradient_as_bucket_view off and on: rank 0's document."""
     gabv = request.param
-    out = tmp_path_factory.mktemp("torchrun-ddp") / "r.json"
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-addr", "127.0.0.1",
-           "--master-port", str(_free_port()), "-m", "sgdsai_cli", "profile", "--model", "tiny-llama",
-           "--parallel", "ddp", "--device", "cpu", "--seq-len", "32", "--steps", "1", "--warmup", "1",
-           "--bucket-cap-mb", "0.1", "--gradient-as-bucket-view" if gabv else "--no-gradient-as-bucket-view",
-           "--json", str(out), "-q"]
-    try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"torchrun hung past {TIMEOUT_S} s")
-    assert done.returncode == 0, done.stderr[-3000:]
-    return gabv, json.loads(out.read_text())
+    doc = _torchrun_profile(tmp_path_factory.mktemp("torchrun-ddp") / "r.json", "--parallel", "ddp", "--steps", "1",
+                            "--bucket-cap-mb", "0.1",
+                            "--gradient-as-bucket-view" if gabv else "--no-gradient-as-bucket-view")
+    return gabv, doc
 
 
 @pytest.mark.parametrize("optimizer", ["sgdsai", "adamw"])
