@@ -30,6 +30,8 @@ def main(early_signal: int | None = None) -> None:
             code = signals.exit_code()
         if signals.received() is not None:
             code = signals.exit_code()
+        if "sgdsai_cli.measure.child" in sys.modules:  # a real run's temp folders, whatever stopped it
+            sys.modules["sgdsai_cli.measure.child"].remove_leftovers()
         if scratch is not None:
             shutil.rmtree(scratch, ignore_errors=True)
     sys.exit(code)

@@ -27,6 +27,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -118,9 +119,36 @@ def _close(proc: subprocess.Popen) -> None:
                 pass
 
 
+_LIVE_TEMPS: set[str] = set()  # temp folders made and not yet removed (remove_leftovers' list)
+REMOVE_TRIES = 20  # a folder still there after rmtree (a dying process wrote into it): tried again, 50 ms apart
+
+
+def _make_temp() -> str:
+    """A new ``sgdsai-run-*`` folder, listed in ``_LIVE_TEMPS`` in the same uninterruptible call."""
+    folder = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+    _LIVE_TEMPS.add(folder)
+    return folder
+
+
+def _remove_now(folder: str) -> None:
+    for _ in range(REMOVE_TRIES):
+        shutil.rmtree(folder, ignore_errors=True)
+        if not os.path.exists(folder):
+            break
+        time.sleep(0.05)
+    _LIVE_TEMPS.discard(folder)
+
+
 def _remove(folder: str) -> KeyboardInterrupt | None:
     """Remove the temp folder to the end; a Ctrl-C that came meanwhile is returned."""
-    return to_completion(shutil.rmtree, folder, ignore_errors=True)[1]
+    return to_completion(_remove_now, folder)[1]
+
+
+def remove_leftovers() -> None:
+    """Remove every temp folder this process made and has not removed (the command line calls it at exit,
+    whatever stopped the work, so no ``sgdsai-run-*`` folder outlives the process)."""
+    for folder in list(_LIVE_TEMPS):
+        _remove_now(folder)
 
 
 def run_child(job: Job, on_event: Callable[[dict], None]) -> JobResult:
@@ -129,7 +157,7 @@ def run_child(job: Job, on_event: Callable[[dict], None]) -> JobResult:
     A KeyboardInterrupt raised after the child had written its result carries that result as
     ``job_result`` (the run finished: the caller keeps it).
     """
-    tmp, interrupt = to_completion(tempfile.mkdtemp, prefix=TEMP_PREFIX)
+    tmp, interrupt = to_completion(_make_temp)
     try:
         if interrupt is not None:
             raise interrupt
