@@ -174,3 +174,18 @@ def test_size_profile_document_round_trips(tmp_path):
     assert load_document(path, kinds=("profile",))["runs"][0]["memory"]["state_bytes"] == \
         doc["runs"][0]["memory"]["state_bytes"]
     assert set(doc["timing_s"]) == {"sizing", "estimate", "total"}
+
+
+def test_the_estimate_sizes_state_from_its_own_fake_step(tiny_doc):
+    """With the estimate the state comes from the fake-tensor step (no second, meta step): the same bytes per key."""
+    traced = _runs("tiny-llama", "fp32", ALL_OPTIMIZERS + ["torch:LBFGS"], estimate=True)
+    for meta_run, run in zip(tiny_doc["runs"], traced["runs"]):
+        assert (run["optimizer"], run["status"]) == (meta_run["optimizer"], meta_run["status"])
+        if run["status"] == "ok":
+            assert run["memory"]["state_bytes_by_key"] == meta_run["memory"]["state_bytes_by_key"], run["optimizer"]
+            assert run["memory"]["source"] == "fake"
+    by_name = {r["optimizer"]: r for r in traced["runs"]}
+    assert by_name["adamw-fused"]["note"] is None and by_name["adamw-fused"]["impl"] == "fused"
+    assert by_name["adamw"]["note"] is None  # its step counters' reads are not "invented values"
+    assert "scalar reads" in by_name["adafactor"]["note"]
+    assert "closure" in by_name["torch:LBFGS"]["error"]

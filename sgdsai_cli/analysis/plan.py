@@ -28,10 +28,12 @@ Per optimizer O, precision P and GPU g (all sizes in bytes; P, G, S = params, gr
     max_batch    = largest B with R(B) + C(g) <= memory(g)   (0 when B = 1 does not fit)
 
 The largest batch is searched on the allocated bytes first (``max_batch_size``: secant steps, then
-regula falsi; about 4 traces where FB is close to affine), then confirmed, and lowered where needed,
-on the reserved bytes, which need a trace of that very batch. (FB is not affine in B: below some
-batch the gradients accumulated during backward set it, above it the activations do; so no line
-through small batches may stand in for the traces.)
+regula falsi), then confirmed, and lowered where needed, on the reserved bytes, which need the
+events of that very batch. FB is not affine in B (below some batch the gradients accumulated during
+backward set it, above it the activations do), but every single allocation of the trace is: each
+batch's trace comes from ``measure.batch_line``, the same events with their sizes on a line checked
+against real traces (B = 1 is traced; B = 2, 3 and 4 make and check the line; one trace confirms it
+over the whole search range), so five traces stand for the dozens of batches a search asks for.
 
 Every optimizer is planned on the path it takes on a GPU (``estimate.use_cuda_default_path``): ``adamw``
 runs foreach there (its ``sqrt(exp_avg_sq)`` is a full-size temporary); name ``adamw-fused`` or
@@ -150,15 +152,15 @@ def max_batch_size(activation: Callable[[int], int], room_bytes: int, limit: int
 
 
 def _default_activation_fn(model_spec, precision: str, seq_len: int) -> Callable[[int], tuple[int, int]]:
-    """``batch -> (activation peak, forward/backward peak with gradients)`` from the fake-tensor trace
-    (the trace is cached by ``estimate``)."""
-    from sgdsai_cli.measure import estimate
+    """``batch -> (activation peak, forward/backward peak with gradients)`` from the fake-tensor trace of that
+    batch (``batch_line``: from the checked line through a few traces, else traced; cached)."""
+    from sgdsai_cli.measure.batch_line import forward_backward_at
     from sgdsai_cli.precision import resolve_precision
 
     prec = resolve_precision(precision)
 
     def activation(batch_size: int) -> tuple[int, int, int]:
-        trace = estimate.trace_forward_backward(model_spec, prec, batch_size, seq_len)
+        trace = forward_backward_at(model_spec, prec, batch_size, seq_len)
         return int(trace.activation_peak_bytes), int(trace.forward_backward_peak_bytes), int(trace.batch_bytes)
 
     return activation
@@ -168,12 +170,13 @@ def _default_reserved_fn(model_spec, precision: str, optimizer: str, seq_len: in
     """``batch -> predicted reserved peak bytes`` (the trace of that batch through the allocator model)."""
     from sgdsai_cli.measure import estimate
     from sgdsai_cli.measure.allocator_trace import predict_step_reserved
+    from sgdsai_cli.measure.batch_line import forward_backward_at
     from sgdsai_cli.precision import resolve_precision
 
     prec = resolve_precision(precision)
 
     def reserved(batch_size: int) -> int:
-        fb = estimate.trace_forward_backward(model_spec, prec, batch_size, seq_len)
+        fb = forward_backward_at(model_spec, prec, batch_size, seq_len)
         st = estimate.trace_step(model_spec, prec, optimizer)
         return int(predict_step_reserved(model_spec, prec, fb, st).replay.reserved_peak_bytes)
 

@@ -55,7 +55,7 @@ from sgdsai_cli.measure.model_bytes import (  # noqa: F401 (estimate.*)
     quant_state_bytes,
 )
 from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
-from sgdsai_cli.measure.storage import state_tensors, unique_bytes
+from sgdsai_cli.measure.storage import state_bytes_by_key, state_tensors, unique_bytes
 from sgdsai_cli.measure.tracker import LiveTracker
 from sgdsai_cli.precision import Precision
 
@@ -89,6 +89,8 @@ class _SegmentTracker(LiveTracker):
         self.act_peak = 0
         self.segments: list[_Segment] = []
         self._seg = _Segment("start", 0, 0, 0, 0)
+        # with events: (events recorded before it, bytes) of each note_grad, so a replay can repeat it
+        self.grad_notes: list[tuple[int, int]] | None = [] if record_events else None
 
     def allocated(self, nbytes: int) -> str:
         act = self.live - self.grad_bytes
@@ -105,6 +107,8 @@ class _SegmentTracker(LiveTracker):
     def note_grad(self, nbytes: int) -> None:
         """A parameter's gradient (``nbytes``, already live) was accumulated: it is no activation now."""
         self.grad_bytes += nbytes
+        if self.grad_notes is not None:
+            self.grad_notes.append((len(self.events), nbytes))
 
     def mark(self, label: str) -> None:
         """Close the current segment and open ``label`` at the current live bytes."""
@@ -133,6 +137,7 @@ class ForwardBackwardTrace:
     seconds: float
     events: tuple | None = None  # the trace's allocations, frees and markers (allocator_trace)
     batch_bytes: int = 0  # the batch's storage, alive through the optimizer step too (the loop holds it)
+    grad_notes: tuple = ()  # (events before it, bytes) of each accumulated gradient (batch_line replays them)
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,8 @@ class StepTrace:
     seconds: float
     first_events: tuple = ()  # allocations and frees of the first and a steady step (allocator_trace)
     steady_events: tuple = ()
+    state_bytes_by_key: dict = field(default_factory=dict)  # the state after the first step, per key (storage)
+    state_note: str | None = None  # registry.state_note of the optimizer stepped (adamw8bit, muon)
 
 
 @dataclass
@@ -269,6 +276,12 @@ def trace_forward_backward(model_spec, precision: Precision, batch_size: int, se
     layers = model_depth(model_spec)
     depth = min(layers, TRACE_DEPTH) if extrapolate and depth_reducible(model_spec) else layers
     segments, tracker, batch_bytes = _trace_model(model_spec, precision, batch_size, seq_len, depth)
+    return forward_backward_result(segments, tracker, batch_bytes, layers, depth, t0)
+
+
+def forward_backward_result(segments: list[_Segment], tracker: _SegmentTracker, batch_bytes: int, layers: int,
+                            depth: int, t0: float) -> ForwardBackwardTrace:
+    """The trace's figures from its closed segments (a traced run, or a replay of its events)."""
     peak, act_peak = _extend(segments, depth, layers)
     return ForwardBackwardTrace(
         activation_peak_bytes=act_peak,
@@ -279,6 +292,7 @@ def trace_forward_backward(model_spec, precision: Precision, batch_size: int, se
         seconds=time.perf_counter() - t0,
         events=tuple(tracker.events),
         batch_bytes=batch_bytes,
+        grad_notes=tuple(tracker.grad_notes),
     )
 
 
@@ -292,7 +306,7 @@ def activation_bytes(model_spec, precision: Precision, batch_size: int, seq_len:
 
 
 @functools.lru_cache(maxsize=2)
-def _fake_model_with_grads(model_spec, dtype: torch.dtype):
+def fake_model_with_grads(model_spec, dtype: torch.dtype):
     """The full model as fake CPU tensors, every trainable parameter with a fake gradient (shared by step traces)."""
     from sgdsai_cli.models import trainable_parameters
 
@@ -308,18 +322,20 @@ def _fake_model_with_grads(model_spec, dtype: torch.dtype):
 def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
     """Two ``step()`` calls of ``optimizer`` over the full model's fake parameters and gradients."""
     from sgdsai_cli.models import trainable_named_parameters
-    from sgdsai_cli.optim.registry import build_optimizer
+    from sgdsai_cli.optim.registry import build_optimizer, state_note
 
     t0 = time.perf_counter()
-    fake_mode, model = _fake_model_with_grads(model_spec, precision.param_dtype)
+    fake_mode, model = fake_model_with_grads(model_spec, precision.param_dtype)
     with fake_mode:
         scalars = SymbolicScalars()
         first = LiveTracker(record_events=True)
         with first:  # construction too: master weights (bf16-master) are state made before the first step
             opt, _ = build_optimizer(optimizer, trainable_named_parameters(model), precision.master_dtype)
             impl = use_cuda_default_path(opt)
+            scalars.optimizer = opt  # its own step counters' reads are not counted
             symbolic_step(opt, scalars)
         state_bytes = unique_bytes(state_tensors(opt))
+        by_key, note = state_bytes_by_key(opt), state_note(opt)
         steady = LiveTracker(record_events=True)
         with steady:
             symbolic_step(opt, scalars)
@@ -335,6 +351,8 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
         seconds=time.perf_counter() - t0,
         first_events=tuple(first.events),
         steady_events=tuple(steady.events),
+        state_bytes_by_key=by_key,
+        state_note=note,
     )
 
 

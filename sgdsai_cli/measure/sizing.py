@@ -14,7 +14,10 @@ AdamW has no meta kernel: its state is sized by stepping the same AdamW through 
 whose state (``step``, ``exp_avg``, ``exp_avg_sq``) is the same, and the row says so.
 
 With ``estimate=True`` each run also gets the fake-tensor trace of one training step
-(``estimate.estimate_step``): activation peak, step transient and estimated peak.
+(``estimate.estimate_step``): activation peak, step transient and estimated peak. That trace steps each
+optimizer over fake tensors of the same model (fused AdamW included: it has a fake kernel), so the
+state is read from its first step and the meta step is not repeated; an optimizer the trace cannot
+step is sized on meta as above, its row saying why it has no estimate.
 """
 
 from __future__ import annotations
@@ -130,6 +133,25 @@ def _size_run(model, optimizer: str, estimate: bool, info: ModelInfo, precision:
     return RunResult(optimizer=optimizer, impl=impl, status="ok", memory=memory, note=note)
 
 
+def _traced_run(model_spec, optimizer: str, info: ModelInfo, precision: Precision) -> RunResult | None:
+    """The run sized from the estimate's fake-tensor step (``estimate.trace_step``); None where it cannot step."""
+    try:
+        st = est.trace_step(model_spec, precision, optimizer)
+    except (BadInput, EnvironmentUnavailable):
+        raise
+    except Exception:
+        return None
+    note = None
+    if st.scalar_reads:
+        note = (f"fake tensors have no values: {st.scalar_reads} scalar reads (Tensor.item) answered with 1 "
+                "while sizing")
+    memory = MemoryResult(source="fake", state_bytes=sum(st.state_bytes_by_key.values()),
+                          state_bytes_by_key=dict(st.state_bytes_by_key), param_bytes=info.param_bytes,
+                          grad_bytes=info.grad_bytes)
+    return RunResult(optimizer=optimizer, impl=st.impl, status="ok", memory=memory,
+                     note="; ".join(filter(None, [note, st.state_note])) or None)
+
+
 def _add_estimate(run: RunResult, model_spec, spec: ProfileSpec, precision: Precision) -> None:
     """Fill the fake-trace figures of an ok run; a failed trace leaves them null and says why."""
     try:
@@ -166,15 +188,23 @@ def size_profile(spec: ProfileSpec, model_spec, optimizers: list[str], *, estima
         _check_shape(model_spec, spec)
     units = 2 if estimate else 1
     t0 = time.perf_counter()
-    model = meta_model(model_spec, precision)
+    if estimate:  # the fake model the step traces use (built once, cached by estimate)
+        model = est.fake_model_with_grads(model_spec, precision.param_dtype)[1]
+    else:
+        model = meta_model(model_spec, precision)
     info = model_info(model, model_spec)
     runs = []
+    meta = None if estimate else model
     for name in optimizers:
         say(Progress(name, 0, units, "sizing"))
-        runs.append(_size_run(model, name, estimate, info, precision))
+        run = _traced_run(model_spec, name, info, precision) if estimate else None
+        if run is None:
+            meta = meta if meta is not None else meta_model(model_spec, precision)
+            run = _size_run(meta, name, estimate, info, precision)
+        runs.append(run)
         if not estimate or runs[-1].status != "ok":
             say(Progress(name, units, units, runs[-1].status))
-    del model
+    del model, meta
     t1 = time.perf_counter()
     if estimate:
         for run in runs:

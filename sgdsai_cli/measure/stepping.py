@@ -19,16 +19,31 @@ class SymbolicScalars(TorchDispatchMode):
     Some optimizers read a scalar on the host (Adafactor's step count and norms, the official
     SGD-SaI's tensor ``alpha``). Their memory does not depend on the value, so sizing and tracing
     go on with 1 (``True`` for bool) and the row says how many values were invented.
+
+    Reads of an ``optimizer``'s own ``step`` counters (fake tensors in a fake trace, where a GPU run keeps
+    them as real host tensors) are answered the same way but not counted: their values are known, and
+    memory does not depend on them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, optimizer: torch.optim.Optimizer | None = None) -> None:
         super().__init__()
         self.reads = 0
+        self.optimizer = optimizer
+        self._counters: tuple[int, set[int]] = (-1, set())  # (len(state) when gathered, ids of its step counters)
+
+    def _is_counter(self, t: torch.Tensor) -> bool:
+        state = getattr(getattr(self.optimizer, "inner", self.optimizer), "state", None)
+        if not state:
+            return False
+        if self._counters[0] != len(state):
+            self._counters = (len(state), {id(s["step"]) for s in state.values()
+                                           if isinstance(s, dict) and isinstance(s.get("step"), torch.Tensor)})
+        return id(t) in self._counters[1]
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default and _symbolic(args[0]):
-            self.reads += 1
             t = args[0]
+            self.reads += not self._is_counter(t)
             return True if t.dtype == torch.bool else 1.0 if (t.is_floating_point() or t.is_complex()) else 1
         return func(*args, **(kwargs or {}))
 

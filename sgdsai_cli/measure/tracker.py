@@ -92,6 +92,13 @@ class LiveTracker(TorchDispatchMode):
         nbytes = storage.nbytes()
         if nbytes == 0:
             return
+        tag, seq = self.count_allocation(nbytes)
+        self._refs[key] = weakref.ref(storage, self._on_free(key, nbytes, tag, seq))
+
+    def count_allocation(self, nbytes: int) -> tuple:
+        """Count an allocation of ``nbytes`` (live, peak, event); return (its tag, its event key or None).
+
+        ``add`` calls it for a real storage; a replay of recorded events (``batch_line``) calls it directly."""
         self.live += nbytes
         self.peak = max(self.peak, self.live)
         tag = self.allocated(nbytes)
@@ -99,16 +106,20 @@ class LiveTracker(TorchDispatchMode):
         if self.events is not None:
             seq = len(self.events)
             self.events.append(("a", seq, nbytes))
-        self._refs[key] = weakref.ref(storage, self._on_free(key, nbytes, tag, seq))
+        return tag, seq
+
+    def count_free(self, nbytes: int, tag, seq: int | None) -> None:
+        """Count the free of an allocation that ``count_allocation`` returned (``tag``, ``seq``) for."""
+        self.live -= nbytes
+        self.freed(nbytes, tag)
+        if seq is not None and self.active:
+            self.events.append(("f", seq))
 
     def _on_free(self, key: int, nbytes: int, tag, seq: int | None = None):
         def callback(ref) -> None:
             if self._refs.get(key) is ref:
                 del self._refs[key]
-                self.live -= nbytes
-                self.freed(nbytes, tag)
-                if seq is not None and self.active:
-                    self.events.append(("f", seq))
+                self.count_free(nbytes, tag, seq)
 
         return callback
 

@@ -1,0 +1,112 @@
+"""The batch line: forward + backward traces at any batch from a few, equal to real traces, checked, with a fallback."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from sgdsai_cli.analysis import plan as plan_mod
+from sgdsai_cli.measure import batch_line as bl
+from sgdsai_cli.measure import estimate as est
+from sgdsai_cli.models import resolve_model
+from sgdsai_cli.precision import resolve_precision
+
+CASES = [  # (model, precision, seq_len, checkpointing)
+    ("tiny-llama", "fp32", 64, "none"),
+    ("tiny-gpt2", "amp-bf16", 32, "none"),
+    ("tiny-vit", "bf16", 0, "none"),
+    ("tiny-llama", "bf16", 48, "full"),
+]
+
+
+def _spec(model: str, checkpointing: str):
+    spec = resolve_model(model)
+    return spec if checkpointing == "none" else dataclasses.replace(spec, checkpointing=checkpointing)
+
+
+def _figures(t) -> tuple:
+    return bl.canonical(t.events), t.activation_peak_bytes, t.forward_backward_peak_bytes, t.batch_bytes
+
+
+def _seq(spec, seq_len: int) -> int:
+    return seq_len or 1  # a ViT's "sequence" is its image; the batch helper ignores it
+
+
+@pytest.mark.parametrize("model, precision, seq_len, checkpointing", CASES)
+def test_the_line_gives_the_trace_of_every_batch(model, precision, seq_len, checkpointing):
+    spec, prec = _spec(model, checkpointing), resolve_precision(precision)
+    seq = _seq(spec, seq_len)
+    line = bl.batch_line(spec, prec, seq)
+    assert line is not None
+    for b in (2, 5, 11, 37):
+        real = est.trace_forward_backward(spec, prec, b, seq)
+        synth = line.trace(b)
+        assert bl.canonical(synth.events) == bl.canonical(real.events)  # frees freed together: any order
+        assert synth.activation_peak_bytes == real.activation_peak_bytes
+        assert synth.forward_backward_peak_bytes == real.forward_backward_peak_bytes
+        assert synth.batch_bytes == real.batch_bytes
+
+
+def test_batch_one_is_traced_and_large_batches_are_confirmed_first():
+    spec, prec = resolve_model("tiny-llama"), resolve_precision("fp32")
+    bl.batch_line.cache_clear()
+    assert bl.forward_backward_at(spec, prec, 1, 64) == est.trace_forward_backward(spec, prec, 1, 64)
+    line = bl.batch_line(spec, prec, 64)
+    assert line.confirmations == [] and line.checked_through == bl.CHECK_BATCH
+    bl.forward_backward_at(spec, prec, 100, 64)
+    assert line.confirmations == [bl.CONFIRM_BATCH] and line.checked_through == bl.CONFIRM_BATCH
+    bl.forward_backward_at(spec, prec, 1000, 64)  # inside the confirmed range: no trace
+    assert line.confirmations == [bl.CONFIRM_BATCH]
+
+
+def test_a_confirmation_that_fails_drops_the_line(monkeypatch):
+    spec, prec = resolve_model("tiny-gpt2"), resolve_precision("fp32")
+    bl.batch_line.cache_clear()
+    line = bl.batch_line(spec, prec, 32)
+    real = est.trace_forward_backward
+
+    def doctored(model_spec, precision, batch_size, seq_len, extrapolate=True):
+        t = real(model_spec, precision, batch_size, seq_len, extrapolate)
+        if batch_size == bl.CONFIRM_BATCH:  # another op sequence up there: one more allocation
+            return dataclasses.replace(t, events=t.events[:1] + (("a", 10**9, 8),) + t.events[1:])
+        return t
+
+    monkeypatch.setattr(est, "trace_forward_backward", doctored)
+    got = bl.forward_backward_at(spec, prec, 50, 32)
+    assert line.broken
+    assert _figures(got) == _figures(real(spec, prec, 50, 32))  # traced, not synthesised
+
+
+def test_a_batch_that_changes_the_ops_gets_no_line(monkeypatch):
+    spec, prec = resolve_model("tiny-gpt2"), resolve_precision("bf16")
+    bl.batch_line.cache_clear()
+    real = est.trace_forward_backward
+
+    def off_the_line(model_spec, precision, batch_size, seq_len, extrapolate=True):
+        t = real(model_spec, precision, batch_size, seq_len, extrapolate)
+        if batch_size == bl.CHECK_BATCH:
+            first = next(i for i, ev in enumerate(t.events) if ev[0] == "a")
+            ev = t.events[first]
+            return dataclasses.replace(t, events=t.events[:first] + (("a", ev[1], ev[2] + 1),) + t.events[first + 1:])
+        return t
+
+    monkeypatch.setattr(est, "trace_forward_backward", off_the_line)
+    assert bl.batch_line(spec, prec, 32) is None
+    bl.batch_line.cache_clear()
+
+
+def test_plan_rows_are_the_same_with_and_without_the_line(monkeypatch):
+    """The planner's answers (largest batch, reserved bytes) from the line equal those from a trace per batch."""
+    from sgdsai_cli.analysis.gpus import resolve_gpu
+
+    gpus = [resolve_gpu("l4-24gb")]
+    spec = resolve_model("tiny-llama")
+    context = gpus[0].memory_bytes - 300 * 2**20  # 300 MiB usable: batches in the tens
+    with_line = plan_mod.plan_rows(spec, ["fp32", "bf16"], gpus, ["sgdsai", "adamw"], seq_len=128,
+                                   context_bytes=context)
+    assert any(r.max_batch_size > bl.CHECK_BATCH for r in with_line)
+    monkeypatch.setattr(bl, "batch_line", lambda *a: None)
+    traced = plan_mod.plan_rows(spec, ["fp32", "bf16"], gpus, ["sgdsai", "adamw"], seq_len=128,
+                                context_bytes=context)
+    assert with_line == traced
