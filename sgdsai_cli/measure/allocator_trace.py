@@ -23,7 +23,6 @@ approximation; the estimate says so.
 
 from __future__ import annotations
 
-import functools
 import time
 from dataclasses import dataclass
 
@@ -207,19 +206,11 @@ def predict_reserved(param_sizes: list[int], fb_events, traced: int, layers: int
     return ReservedPrediction(result, config, kind, ext.mismatches, time.perf_counter() - t0)
 
 
-@functools.lru_cache(maxsize=64)
 def param_storage_sizes(model_spec, precision) -> tuple[int, ...]:
-    """Bytes of each distinct parameter and buffer storage, in the model's order (a meta build)."""
-    from sgdsai_cli import models
-    from sgdsai_cli.models.quantize import quant_state_tensors
+    """Bytes of each distinct parameter, buffer and quant-state storage, in the model's order (a meta build)."""
+    from sgdsai_cli.measure.model_bytes import model_bytes
 
-    model = models.build_model(model_spec, device="meta", dtype=precision.param_dtype)
-    seen: dict[int, int] = {}
-    quant_state = quant_state_tensors(model) if getattr(model, "sgdsai_quantized", None) is not None else []
-    for t in [*model.parameters(), *model.buffers(), *quant_state]:
-        st = t.untyped_storage()
-        seen.setdefault(st._cdata, st.nbytes())
-    return tuple(n for n in seen.values() if n)
+    return model_bytes(model_spec, precision).storage_sizes
 
 
 def predict_step_reserved(model_spec, precision, fb, st, alloc_conf: str | None = None) -> ReservedPrediction:

@@ -137,9 +137,9 @@ def _traced_run(model_spec, optimizer: str, info: ModelInfo, precision: Precisio
     """The run sized from the estimate's fake-tensor step (``estimate.trace_step``); None where it cannot step."""
     try:
         st = est.trace_step(model_spec, precision, optimizer)
-    except (BadInput, EnvironmentUnavailable):
+    except BadInput:
         raise
-    except Exception:
+    except Exception:  # a missing extra, an optimizer that cannot step: the meta sizing says so in its row
         return None
     note = None
     if st.scalar_reads:
