@@ -53,7 +53,7 @@ def test_batch_one_is_traced_and_large_batches_are_confirmed_first():
     bl.batch_line.cache_clear()
     assert bl.forward_backward_at(spec, prec, 1, 64) == est.trace_forward_backward(spec, prec, 1, 64)
     line = bl.batch_line(spec, prec, 64)
-    assert line.confirmations == [] and line.checked_through == bl.CHECK_BATCH
+    assert line.confirmations == [] and line.checked_through == bl.LINE_BATCHES[1]
     bl.forward_backward_at(spec, prec, 100, 64)
     assert line.confirmations == [bl.CONFIRM_BATCH] and line.checked_through == bl.CONFIRM_BATCH
     bl.forward_backward_at(spec, prec, 1000, 64)  # inside the confirmed range: no trace
@@ -78,21 +78,38 @@ def test_a_confirmation_that_fails_drops_the_line(monkeypatch):
     assert _figures(got) == _figures(real(spec, prec, 50, 32))  # traced, not synthesised
 
 
-def test_a_batch_that_changes_the_ops_gets_no_line(monkeypatch):
+def test_a_batch_off_the_line_is_traced(monkeypatch):
     spec, prec = resolve_model("tiny-gpt2"), resolve_precision("bf16")
     bl.batch_line.cache_clear()
     real = est.trace_forward_backward
 
     def off_the_line(model_spec, precision, batch_size, seq_len, extrapolate=True):
         t = real(model_spec, precision, batch_size, seq_len, extrapolate)
-        if batch_size == bl.CHECK_BATCH:
+        if batch_size == bl.CONFIRM_BATCH:
             first = next(i for i, ev in enumerate(t.events) if ev[0] == "a")
             ev = t.events[first]
             return dataclasses.replace(t, events=t.events[:first] + (("a", ev[1], ev[2] + 1),) + t.events[first + 1:])
         return t
 
     monkeypatch.setattr(est, "trace_forward_backward", off_the_line)
+    line = bl.batch_line(spec, prec, 32)
+    got = bl.forward_backward_at(spec, prec, 7, 32)  # above B = 3: confirmed at CONFIRM_BATCH first, which fails
+    assert line.broken and _figures(got) == _figures(real(spec, prec, 7, 32))
+    bl.batch_line.cache_clear()
+
+
+def test_traces_that_run_different_ops_get_no_line(monkeypatch):
+    spec, prec = resolve_model("tiny-llama"), resolve_precision("bf16")
+    bl.batch_line.cache_clear()
+    real = est.trace_forward_backward
+
+    def other_ops(model_spec, precision, batch_size, seq_len, extrapolate=True):
+        t = real(model_spec, precision, batch_size, seq_len, extrapolate)
+        return dataclasses.replace(t, events=t.events + (("m", "extra"),)) if batch_size == 3 else t
+
+    monkeypatch.setattr(est, "trace_forward_backward", other_ops)
     assert bl.batch_line(spec, prec, 32) is None
+    assert bl.forward_backward_at(spec, prec, 9, 32).events == real(spec, prec, 9, 32).events
     bl.batch_line.cache_clear()
 
 
@@ -105,7 +122,7 @@ def test_plan_rows_are_the_same_with_and_without_the_line(monkeypatch):
     context = gpus[0].memory_bytes - 300 * 2**20  # 300 MiB usable: batches in the tens
     with_line = plan_mod.plan_rows(spec, ["fp32", "bf16"], gpus, ["sgdsai", "adamw"], seq_len=128,
                                    context_bytes=context)
-    assert any(r.max_batch_size > bl.CHECK_BATCH for r in with_line)
+    assert any(r.max_batch_size > bl.LINE_BATCHES[1] for r in with_line)
     monkeypatch.setattr(bl, "batch_line", lambda *a: None)
     traced = plan_mod.plan_rows(spec, ["fp32", "bf16"], gpus, ["sgdsai", "adamw"], seq_len=128,
                                 context_bytes=context)

@@ -32,8 +32,8 @@ regula falsi), then confirmed, and lowered where needed, on the reserved bytes, 
 events of that very batch. FB is not affine in B (below some batch the gradients accumulated during
 backward set it, above it the activations do), but every single allocation of the trace is: each
 batch's trace comes from ``measure.batch_line``, the same events with their sizes on a line checked
-against real traces (B = 1 is traced; B = 2, 3 and 4 make and check the line; one trace confirms it
-over the whole search range), so five traces stand for the dozens of batches a search asks for.
+against real traces (B = 1 is traced; B = 2 and 3 make the line; a trace at the top of the search
+range checks it there), so four traces stand for the dozens of batches a search asks for.
 
 Every optimizer is planned on the path it takes on a GPU (``estimate.use_cuda_default_path``): ``adamw``
 runs foreach there (its ``sqrt(exp_avg_sq)`` is a full-size temporary); name ``adamw-fused`` or

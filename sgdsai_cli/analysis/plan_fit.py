@@ -75,6 +75,7 @@ def fit_rows(model_spec, gpus, optimizers, *, batch_size: int = 1, seq_len: int 
     """One dict per (recipe, optimizer, GPU), ladder order; and the note of ``recipes``."""
     from sgdsai_cli.analysis.plan import plan_rows
     from sgdsai_cli.measure import estimate
+    from sgdsai_cli.measure.batch_line import batch_line
 
     ladder, note = recipes(model_spec, lora)
     rows = []
@@ -94,6 +95,7 @@ def fit_rows(model_spec, gpus, optimizers, *, batch_size: int = 1, seq_len: int 
                 "short_bytes": max(0, r.total_bytes - r.gpu_memory_bytes),
             })
         estimate.trace_forward_backward.cache_clear()  # each rung's traces are its own: keep memory flat
+        batch_line.cache_clear()
     return rows, note
 
 

@@ -8,15 +8,15 @@ weight-sized ones have ``d_i = 0``). So the traces at B = 2 and B = 3 give every
 the trace at any B >= 2 is the same event sequence with those sizes; replaying it through the estimate's
 own segment tracker (``estimate._SegmentTracker``) gives the figures a trace of that batch would.
 The planner asks for dozens of batch sizes (the largest batch per GPU, optimizer and precision): it
-needs five traces (B = 1, which runs other ops in the loss, is traced itself) instead of one per batch.
+needs four traces (B = 1, which runs other ops in the loss, is traced itself) instead of one per batch.
 
 That is checked, never assumed:
 
-- the line is only built when the B = 4 trace equals the line's B = 4 event by event (same ops, same
-  markers, same frees, every size on the line) and the replays of B = 2, 3, 4 give the traced figures;
-- a batch above the range checked so far is answered only after a real trace at the top of a new
-  range (``CONFIRM_BATCH``, or the next power of two at or above the batch) equals the line there: the
-  same ops at both ends of the range, and every size on the line at both;
+- the line is only built when the two traces run the same ops (same events, markers and frees) and
+  the replays of both give the traced figures;
+- a batch above the range checked so far (B = 3 at first) is answered only after a real trace at the
+  top of a new range (``CONFIRM_BATCH``, or the next power of two at or above the batch) equals the
+  line there event by event: the same ops at both ends of the range, and every size on the line;
 - anything that fails (another op sequence, a kernel chosen by size, a model whose shapes depend on
   data) drops the line for that model, and every batch is traced.
 """
@@ -32,7 +32,6 @@ from sgdsai_cli.measure import estimate as est
 from sgdsai_cli.precision import Precision
 
 LINE_BATCHES = (2, 3)  # the line's two traces (B = 1 is traced itself: the loss of one sequence runs other ops)
-CHECK_BATCH = 4  # the trace that must lie on the line through them
 CONFIRM_BATCH = 1 << 16  # the first confirmation: the planner's whole search range (its MAX_BATCH_LIMIT) at once
 
 
@@ -43,7 +42,7 @@ class BatchLine:
     base: est.ForwardBackwardTrace  # B = LINE_BATCHES[0]
     slopes: tuple  # per event: bytes added per sample (allocations), None (frees, markers)
     batch_slope: int  # the batch's own bytes per sample
-    checked_through: int = CHECK_BATCH  # the largest batch a real trace has confirmed
+    checked_through: int = LINE_BATCHES[1]  # the largest batch a real trace has confirmed
     broken: bool = False  # a confirmation failed: every batch is traced
     confirmations: list[int] = field(default_factory=list)  # batches traced to confirm the line
 
@@ -113,18 +112,18 @@ def _shape(events: tuple) -> tuple:
 
 @functools.lru_cache(maxsize=32)
 def batch_line(model_spec, precision: Precision, seq_len: int) -> BatchLine | None:
-    """The line through the ``LINE_BATCHES`` traces, checked at ``CHECK_BATCH``; None where the check fails."""
+    """The line through the ``LINE_BATCHES`` traces; None where they run different ops."""
     b1, b2 = LINE_BATCHES
     try:
-        t1, t2, t3 = (est.trace_forward_backward(model_spec, precision, b, seq_len) for b in (b1, b2, CHECK_BATCH))
+        t1, t2 = (est.trace_forward_backward(model_spec, precision, b, seq_len) for b in (b1, b2))
     except Exception:  # a trace that fails: the caller's own trace of that batch raises it where it belongs
         return None
-    e1, e2, e3 = (canonical(t.events) for t in (t1, t2, t3))
-    if not (_shape(e1) == _shape(e2) == _shape(e3) and t1.grad_notes == t2.grad_notes):
+    e1, e2 = canonical(t1.events), canonical(t2.events)
+    if not (_shape(e1) == _shape(e2) and t1.grad_notes == t2.grad_notes):
         return None
     slopes = tuple(None if a[0] != "a" else b[2] - a[2] for a, b in zip(e1, e2))
     line = BatchLine(dataclasses.replace(t1, events=e1), slopes, t2.batch_bytes - t1.batch_bytes)
-    if not all(_same(line.trace(b), t) for b, t in ((b1, t1), (b2, t2), (CHECK_BATCH, t3))):
+    if not all(_same(line.trace(b), t) for b, t in ((b1, t1), (b2, t2))):
         return None
     return line
 
