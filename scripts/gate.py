@@ -75,8 +75,7 @@ def gate_one(path: str, tolerance: str) -> tuple[int, str]:
 
 
 def main(argv: list[str]) -> int:
-    os.chdir(ROOT)
-    baselines = argv or sorted(glob.glob("profiles/baselines/*.json"))
+    baselines = argv or sorted(glob.glob(str(ROOT / "profiles" / "baselines" / "*.json")))
     if not baselines:
         print("gate: no baselines in profiles/baselines (scripts/update-baselines.sh makes them)", file=sys.stderr)
         return 2
