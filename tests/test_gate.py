@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,10 +15,13 @@ BASELINE = ROOT / "profiles" / "baselines" / "tiny-gpt2-fp32.json"
 
 @pytest.fixture(scope="module")
 def gate():
-    spec = importlib.util.spec_from_file_location("gate", ROOT / "scripts" / "gate.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/gate.py imported by name (its worker processes import it again, from the same path)."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        yield importlib.import_module("gate")
+    finally:
+        sys.path.remove(str(ROOT / "scripts"))
+        sys.modules.pop("gate", None)
 
 
 def test_a_committed_baseline_holds(gate):
