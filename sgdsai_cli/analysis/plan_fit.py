@@ -74,8 +74,6 @@ def fit_rows(model_spec, gpus, optimizers, *, batch_size: int = 1, seq_len: int 
              on_progress: ProgressCallback | None = None) -> tuple[list[dict], str | None]:
     """One dict per (recipe, optimizer, GPU), ladder order; and the note of ``recipes``."""
     from sgdsai_cli.analysis.plan import plan_rows
-    from sgdsai_cli.measure import estimate
-    from sgdsai_cli.measure.batch_line import batch_line
 
     ladder, note = recipes(model_spec, lora)
     rows = []
@@ -94,8 +92,6 @@ def fit_rows(model_spec, gpus, optimizers, *, batch_size: int = 1, seq_len: int 
                 "total_bytes": r.total_bytes, "fits": r.fits, "max_batch_size": r.max_batch_size,
                 "short_bytes": max(0, r.total_bytes - r.gpu_memory_bytes),
             })
-        estimate.trace_forward_backward.cache_clear()  # each rung's traces are its own: keep memory flat
-        batch_line.cache_clear()
     return rows, note
 
 

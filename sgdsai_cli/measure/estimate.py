@@ -318,9 +318,20 @@ def fake_model_with_grads(model_spec, dtype: torch.dtype):
     return fake_mode, model
 
 
-@functools.lru_cache(maxsize=64)
 def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
-    """Two ``step()`` calls of ``optimizer`` over the full model's fake parameters and gradients."""
+    """Two ``step()`` calls of ``optimizer`` over the full model's fake parameters and gradients (cached).
+
+    Checkpointing changes the forward and backward only: the same model with and without it shares
+    one step trace (the planner's recipe ladder asks for both)."""
+    if getattr(model_spec, "checkpointing", "none") != "none":
+        import dataclasses
+
+        model_spec = dataclasses.replace(model_spec, checkpointing="none")
+    return _trace_step(model_spec, precision, optimizer)
+
+
+@functools.lru_cache(maxsize=64)
+def _trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
     from sgdsai_cli.models import trainable_named_parameters
     from sgdsai_cli.optim.registry import build_optimizer, state_note
 
@@ -354,6 +365,9 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
         state_bytes_by_key=by_key,
         state_note=note,
     )
+
+
+trace_step.cache_clear = _trace_step.cache_clear  # type: ignore[attr-defined]
 
 
 def estimate_step(model_spec, precision: Precision, optimizer: str, batch_size: int, seq_len: int,
