@@ -60,54 +60,43 @@ def test_batch_one_is_traced_and_large_batches_are_confirmed_first():
     assert line.confirmations == [bl.CONFIRM_BATCH]
 
 
-def test_a_confirmation_that_fails_drops_the_line(monkeypatch):
-    spec, prec = resolve_model("tiny-gpt2"), resolve_precision("fp32")
-    bl.batch_line.cache_clear()
-    line = bl.batch_line(spec, prec, 32)
+def _doctor(monkeypatch, batch: int, change):
+    """Make the trace at ``batch`` come back as ``change(trace)`` (other ops there); return the real tracer."""
     real = est.trace_forward_backward
 
-    def doctored(model_spec, precision, batch_size, seq_len, extrapolate=True):
+    def traced(model_spec, precision, batch_size, seq_len, extrapolate=True):
         t = real(model_spec, precision, batch_size, seq_len, extrapolate)
-        if batch_size == bl.CONFIRM_BATCH:  # another op sequence up there: one more allocation
-            return dataclasses.replace(t, events=t.events[:1] + (("a", 10**9, 8),) + t.events[1:])
-        return t
+        return change(t) if batch_size == batch else t
 
-    monkeypatch.setattr(est, "trace_forward_backward", doctored)
-    got = bl.forward_backward_at(spec, prec, 50, 32)
-    assert line.broken
-    assert _figures(got) == _figures(real(spec, prec, 50, 32))  # traced, not synthesised
+    monkeypatch.setattr(est, "trace_forward_backward", traced)
+    return real
 
 
-def test_a_batch_off_the_line_is_traced(monkeypatch):
+def _one_more_allocation(t):
+    return dataclasses.replace(t, events=t.events[:1] + (("a", 10**9, 8),) + t.events[1:])
+
+
+def _one_byte_more(t):
+    first = next(i for i, ev in enumerate(t.events) if ev[0] == "a")
+    ev = t.events[first]
+    return dataclasses.replace(t, events=t.events[:first] + (("a", ev[1], ev[2] + 1),) + t.events[first + 1:])
+
+
+@pytest.mark.parametrize("change", [_one_more_allocation, _one_byte_more])
+def test_a_confirmation_that_fails_drops_the_line(monkeypatch, change):
     spec, prec = resolve_model("tiny-gpt2"), resolve_precision("bf16")
     bl.batch_line.cache_clear()
-    real = est.trace_forward_backward
-
-    def off_the_line(model_spec, precision, batch_size, seq_len, extrapolate=True):
-        t = real(model_spec, precision, batch_size, seq_len, extrapolate)
-        if batch_size == bl.CONFIRM_BATCH:
-            first = next(i for i, ev in enumerate(t.events) if ev[0] == "a")
-            ev = t.events[first]
-            return dataclasses.replace(t, events=t.events[:first] + (("a", ev[1], ev[2] + 1),) + t.events[first + 1:])
-        return t
-
-    monkeypatch.setattr(est, "trace_forward_backward", off_the_line)
+    real = _doctor(monkeypatch, bl.CONFIRM_BATCH, change)
     line = bl.batch_line(spec, prec, 32)
     got = bl.forward_backward_at(spec, prec, 7, 32)  # above B = 3: confirmed at CONFIRM_BATCH first, which fails
-    assert line.broken and _figures(got) == _figures(real(spec, prec, 7, 32))
+    assert line.broken and _figures(got) == _figures(real(spec, prec, 7, 32))  # traced, not synthesised
     bl.batch_line.cache_clear()
 
 
 def test_traces_that_run_different_ops_get_no_line(monkeypatch):
     spec, prec = resolve_model("tiny-llama"), resolve_precision("bf16")
     bl.batch_line.cache_clear()
-    real = est.trace_forward_backward
-
-    def other_ops(model_spec, precision, batch_size, seq_len, extrapolate=True):
-        t = real(model_spec, precision, batch_size, seq_len, extrapolate)
-        return dataclasses.replace(t, events=t.events + (("m", "extra"),)) if batch_size == 3 else t
-
-    monkeypatch.setattr(est, "trace_forward_backward", other_ops)
+    real = _doctor(monkeypatch, 3, lambda t: dataclasses.replace(t, events=t.events + (("m", "extra"),)))
     assert bl.batch_line(spec, prec, 32) is None
     assert bl.forward_backward_at(spec, prec, 9, 32).events == real(spec, prec, 9, 32).events
     bl.batch_line.cache_clear()
