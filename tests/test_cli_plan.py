@@ -86,3 +86,19 @@ def test_plan_out_is_a_file_exits_2(tmp_path):
     res = runner.invoke(app, ["plan", "--model", "tiny-gpt2", "--out", str(f)])
     assert res.exit_code == 2 and "is a file" in res.output
     assert f.read_text() == "x"
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "why"),
+    [("torch:LBFGS", "TypeError: LBFGS.step() missing 1 required positional argument: 'closure'"),
+     ("torch:SparseAdam", "RuntimeError: SparseAdam does not support dense gradients")],
+)
+def test_an_optimizer_whose_step_cannot_run_is_exit_2(optimizer, why, tmp_path):
+    """profile turns such an optimizer into an error row; a plan has no row for it, so it is one error line."""
+    out = tmp_path / "plan.json"
+    res = runner.invoke(app, ["plan", "--model", "tiny-gpt2", "--seq-len", "64", "-o", "sgdsai", "-o", optimizer,
+                              "--json", str(out)])
+    assert res.exit_code == 2, res.output
+    assert res.stderr.strip().startswith(f"error: --optimizer '{optimizer}' cannot be planned: its step() does not "
+                                         f"run here ({why}")
+    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -62,7 +62,7 @@ from typing import Any
 from sgdsai_cli.analysis.gpus import DEFAULT_GPUS
 from sgdsai_cli.analysis.gpus import fits as gpu_fits
 from sgdsai_cli.analysis.plan_limits import STRATEGIES, gpus_needed, impractical_counts  # noqa: F401 (plan.*)
-from sgdsai_cli.errors import BadInput
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
 from sgdsai_cli.progress import Progress, ProgressCallback, report_to
 from sgdsai_cli.results import Document, Environment
 
@@ -197,7 +197,15 @@ def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
     from sgdsai_cli.precision import resolve_precision
 
     prec = resolve_precision(precision)
-    trace = estimate.trace_step(model_spec, prec, optimizer)  # on the CUDA default path
+    try:
+        trace = estimate.trace_step(model_spec, prec, optimizer)  # on the CUDA default path
+    except (BadInput, EnvironmentUnavailable):
+        raise
+    except Exception as e:  # an optimizer whose step cannot run (LBFGS needs a closure, SparseAdam sparse grads)
+        from sgdsai_cli.measure.sizing import error_text
+
+        raise BadInput(f"optimizer {optimizer!r} cannot be planned: its step() does not run here ({error_text(e)})",
+                       field="optimizer", value=optimizer) from None
     # a QLoRA base's quantisation state counts with the parameters: memory the model holds the whole run
     return {"impl": trace.impl,
             "param_bytes": estimate.param_bytes(model_spec, prec) + estimate.quant_state_bytes(model_spec, prec),
