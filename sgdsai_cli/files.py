@@ -20,6 +20,7 @@ import errno
 import json
 import os
 import stat
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -288,12 +289,35 @@ def read_text_bounded(path: str | os.PathLike, max_bytes: int = MAX_INPUT_BYTES)
         raise BadInput(f"{path}: cannot read (not UTF-8 text)") from None
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file (bounded); BadInput naming the file and the line of a syntax error."""
-    text = read_text_bounded(path)
+def parse_json(text: str, where: str) -> Any:
+    """The JSON value of ``text`` (from the file shown as ``where``); BadInput naming it for a syntax error, an
+    integer past Python's 4,300-digit limit or nesting too deep for the parser."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise BadInput(f"{path}: not valid JSON (line {e.lineno}, column {e.colno})") from None
+        raise BadInput(f"{where}: not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})", value=where) from None
+    except ValueError:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise BadInput(f"{where}: not valid JSON (an integer of more than {sys.get_int_max_str_digits()} digits)",
+                       value=where) from None
     except RecursionError:
-        raise BadInput(f"{path}: not a sgdsai result (JSON nested too deeply)") from None
+        raise BadInput(f"{where}: not valid JSON (nested too deeply)", value=where) from None
+
+
+def parse_toml(text: str, where: str) -> dict:
+    """The TOML table of ``text`` (from the file shown as ``where``); BadInput as ``parse_json``."""
+    import tomllib
+
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise BadInput(f"{where}: not valid TOML ({e})", value=where) from None
+    except ValueError:  # an integer past the digit limit
+        raise BadInput(f"{where}: not valid TOML (an integer of more than {sys.get_int_max_str_digits()} digits)",
+                       value=where) from None
+    except RecursionError:
+        raise BadInput(f"{where}: not valid TOML (nested too deeply)", value=where) from None
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file (bounded); BadInput naming the file (``parse_json``)."""
+    return parse_json(read_text_bounded(path), str(path))

@@ -53,6 +53,8 @@ def validate_document(doc: Any, path: str | os.PathLike, kinds: tuple[str, ...] 
         _check_profile_head(path, doc)
         for i, run in enumerate(runs):
             _check_run(path, i, run)
+    if kind == "plan":
+        _check_plan(path, doc)
 
 
 _SPEC_INTEGERS = ("batch_size", "seq_len", "warmup", "steps", "seed")
@@ -83,6 +85,44 @@ def _check_profile_head(path, doc: dict) -> None:
             raise BadInput(f"{path}: model.{key} must be a non-negative integer or null, not {_short(model[key])}")
     if doc.get("interrupted") is not None and not isinstance(doc["interrupted"], bool):
         raise BadInput(f"{path}: interrupted must be true or false, not {_short(doc['interrupted'])}")
+
+
+# a plan's row lists: the names every row of each must carry as strings (the rest: strings or null)
+_PLAN_ROWS = {"rows": ("optimizer", "precision", "gpu"), "fit_rows": ("recipe", "optimizer", "precision", "gpu"),
+              "fsdp2_rows": ("optimizer", "precision", "gpu")}
+_PLAN_TEXT = ("impl", "gpu_label", "context_source", "activation_checkpointing", "lora", "reason")
+_PLAN_COUNTS = ("max_batch_size", "trainable_params", "gpus_needed", "world_size_simulated", "max_batch_per_rank")
+
+
+def _check_plan(path, doc: dict) -> None:
+    """A plan's rows: names are strings, byte figures and counts non-negative integers or null, fits a boolean
+    (what ``report`` and the renderers read, checked before anything is written)."""
+    for key, names in _PLAN_ROWS.items():
+        rows = doc.get(key)
+        if rows is None and key != "rows":
+            continue
+        if not isinstance(rows, list):
+            raise BadInput(f"{path}: plan result needs '{key}' as a list, not {_short(rows)}")
+        for i, row in enumerate(rows):
+            where = f"{path}: {key}[{i}]"
+            if not isinstance(row, dict):
+                raise BadInput(f"{where} must be an object, not {_short(row)}")
+            for name in names:
+                if not isinstance(row.get(name), str):
+                    raise BadInput(f"{where}.{name} must be a string, not {_short(row.get(name))}")
+            for name, value in row.items():
+                if value is None:
+                    continue
+                if name in _PLAN_TEXT and not isinstance(value, str):
+                    raise BadInput(f"{where}.{name} must be a string or null, not {_short(value)}")
+                counted = name.endswith("_bytes") or (name in _PLAN_COUNTS and not isinstance(value, dict))
+                if counted and not _is_count(value):
+                    raise BadInput(f"{where}.{name} must be a non-negative integer or null, not {_short(value)}")
+                if name == "fits" and not isinstance(value, bool):
+                    raise BadInput(f"{where}.fits must be true or false, not {_short(value)}")
+                if name == "gpus_needed" and isinstance(value, dict) and not all(
+                        v is None or _is_count(v) for v in value.values()):
+                    raise BadInput(f"{where}.gpus_needed must hold non-negative integers or null")
 
 
 _MAX_BYTES = 2**63  # a byte count beyond this is not a measurement (and overflows float arithmetic)

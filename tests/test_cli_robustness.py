@@ -124,7 +124,8 @@ DEEP = "[" * 100_000 + "]" * 100_000
 
 
 @pytest.mark.parametrize(("config", "needle"), [
-    (DEEP, "invalid JSON (nested too deeply)"),
+    (DEEP, "not valid JSON (nested too deeply)"),
+    ('{"model_type": "gpt2", "n_embd": ' + "9" * 5000 + "}", "not valid JSON (an integer of more than 4300 digits)"),
     ({**GPT2, "vocab_size": 10**30}, "is too large to build: a tensor's size overflows 64 bits"),
     ({**GPT2, "n_positions": 10**20}, "is too large to build"),
     ({**LLAMA, "intermediate_size": 10**19}, "is too large to build"),
@@ -159,6 +160,7 @@ def test_numbers_beyond_int64(args, needle):
 @pytest.mark.parametrize(("text", "needle"), [
     ("a = " + DEEP.replace("][", "],[") + "\n", "not valid TOML (nested too deeply)"),
     ('model = "tiny-gpt2"\nbatch_size = 99999999999999999999\n', "tokens is too large"),
+    ('model = "tiny-gpt2"\nbatch_size = ' + "9" * 5000 + "\n", "not valid TOML (an integer of more than 4300 digits)"),
 ])
 def test_bad_profile_toml(tmp_path, text, needle):
     path = tmp_path / "spec.toml"
@@ -173,7 +175,35 @@ def test_result_json_nested_too_deeply(tmp_path):
     path.write_text(DEEP)
     res = invoke(["check", path, "--baseline", path])
     assert res.exit_code == 2
-    assert "JSON nested too deeply" in res.output
+    assert "not valid JSON (nested too deeply)" in res.output
+
+
+def test_result_json_with_an_integer_past_the_digit_limit(tmp_path):
+    path = tmp_path / "big.json"
+    path.write_text('{"schema_version": 1, "kind": "profile", "runs": [], "spec": {"batch_size": ' + "9" * 5000 + "}}")
+    res = invoke(["check", path, "--baseline", path])
+    assert res.exit_code == 2 and "not valid JSON (an integer of more than 4300 digits)" in res.output
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("precision", None, "rows[0].precision must be a string, not None"),
+    ("gpu", 3, "rows[0].gpu must be a string, not 3"),
+    ("total_bytes", -1, "rows[0].total_bytes must be a non-negative integer or null"),
+    ("fits", "yes", "rows[0].fits must be true or false"),
+    ("max_batch_size", 1.5, "rows[0].max_batch_size must be a non-negative integer or null"),
+    ("impl", ["foreach"], "rows[0].impl must be a string or null"),
+    ("gpus_needed", {"ddp": "one"}, "rows[0].gpus_needed must hold non-negative integers or null"),
+])
+def test_report_checks_every_plan_row_before_writing(tmp_path, field, value, needle):
+    from sgdsai_cli import plan
+
+    doc = plan("tiny-gpt2", precisions=["fp32"], gpus=["l4-24gb"], optimizers=["sgdsai"], seq_len=32).to_dict()
+    doc["rows"][0][field] = value
+    bad = tmp_path / "plan.json"
+    bad.write_text(json.dumps(doc))
+    res = invoke(["report", bad, "--out", tmp_path / "r"])
+    assert res.exit_code == 2, res.output
+    assert needle in res.output and not (tmp_path / "r").exists()
 
 
 def test_bench_step_optimizer_that_needs_a_closure_is_an_error_row():

@@ -380,7 +380,7 @@ def test_preset_names_are_case_insensitive():
 
 # (contents, expected message fragments): every message names the file and, where one is at fault, the field
 BAD_CONFIGS = [
-    ("{not json", ["invalid JSON"]),
+    ("{not json", ["not valid JSON"]),
     ("[1, 2]", ["JSON object"]),
     ({"model_type": "no-such-arch", "hidden_size": 8}, ["'no-such-arch'", "not known to transformers"]),
     ({"hidden_size": 8}, ["'model_type'", "missing"]),

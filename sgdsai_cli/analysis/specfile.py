@@ -12,12 +12,11 @@ file when it is there (or can be written there), else relative to the working fo
 from __future__ import annotations
 
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from sgdsai_cli.errors import BadInput, did_you_mean
-from sgdsai_cli.files import read_text_bounded
+from sgdsai_cli.files import parse_toml, read_text_bounded
 
 # key -> the types it may have
 SPEC_KEYS: dict[str, tuple[type, ...]] = {
@@ -43,12 +42,7 @@ def load_spec_file(path: str | os.PathLike) -> dict[str, Any]:
     """The keys of a TOML run spec, type-checked; BadInput naming the file and the key."""
     p = Path(path)
     text = read_text_bounded(p)
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise BadInput(f"{path}: not valid TOML ({e})") from None
-    except RecursionError:
-        raise BadInput(f"{path}: not valid TOML (nested too deeply)") from None
+    data = parse_toml(text, str(path))
     for key, value in data.items():
         _check_key(path, key, value)
     if "baseline" in data:

@@ -22,7 +22,7 @@ import os
 from pathlib import Path
 
 from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
-from sgdsai_cli.files import read_text_bounded
+from sgdsai_cli.files import parse_json, read_text_bounded
 from sgdsai_cli.models.configs import NATIVE_FAMILIES, GPT2Config, LlamaConfig, ModelSpec, ViTConfig
 from sgdsai_cli.models.hf_source import locate_config
 
@@ -99,12 +99,7 @@ def _read_json_object(path: Path, where: str) -> dict:
         raw = read_text_bounded(str(path), MAX_CONFIG_BYTES)
     except BadInput as e:  # '<where>: no such file', ': not a regular file (it is a FIFO)', ...
         raise BadInput(str(e).replace(str(path), where, 1), value=where) from None
-    try:
-        hf = json.loads(raw)
-    except json.JSONDecodeError as e:
-        raise BadInput(f"{where}: invalid JSON ({e.msg} at line {e.lineno} column {e.colno})", value=where) from None
-    except RecursionError:
-        raise BadInput(f"{where}: invalid JSON (nested too deeply)", value=where) from None
+    hf = parse_json(raw, where)
     if not isinstance(hf, dict):
         raise BadInput(f"{where}: expected a JSON object, got {type(hf).__name__}", value=where)
     return hf
