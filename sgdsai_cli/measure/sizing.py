@@ -188,10 +188,8 @@ def size_profile(spec: ProfileSpec, model_spec, optimizers: list[str], *, estima
         _check_shape(model_spec, spec)
     units = 2 if estimate else 1
     t0 = time.perf_counter()
-    if estimate:  # the fake model the step traces use (built once, cached by estimate)
-        model = est.fake_model_with_grads(model_spec, precision.param_dtype)[1]
-    else:
-        model = meta_model(model_spec, precision)
+    model = _fake_model(model_spec, precision) if estimate else None  # the one the step traces use (cached)
+    model = model if model is not None else meta_model(model_spec, precision)
     info = model_info(model, model_spec)
     runs = []
     meta = None if estimate else model
@@ -216,6 +214,16 @@ def size_profile(spec: ProfileSpec, model_spec, optimizers: list[str], *, estima
     return ProfileResult(spec, info, runs, Environment.current(dict(META_DEVICE)),
                          timing_s={"sizing": round(t1 - t0, 3), "estimate": round(t2 - t1, 3),
                                    "total": round(t2 - t0, 3)})
+
+
+def _fake_model(model_spec, precision: Precision) -> torch.nn.Module | None:
+    """The estimate's fake model with gradients; None where it cannot be built (the meta sizing goes on alone)."""
+    try:
+        return est.fake_model_with_grads(model_spec, precision.param_dtype)[1]
+    except BadInput:
+        raise
+    except Exception:
+        return None
 
 
 def _check_shape(model_spec, spec: ProfileSpec) -> None:
