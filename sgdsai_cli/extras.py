@@ -12,6 +12,7 @@ a first import inside a fake mode would leave bitsandbytes with fake tables for 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import logging
 import sys
 
@@ -36,31 +37,28 @@ def _quiet_and_plain():
         logger.setLevel(previous)
 
 
-def import_bitsandbytes(what: str = "this"):
-    """The bitsandbytes module, or EnvironmentUnavailable saying that ``what`` needs it."""
-    loaded = sys.modules.get("bitsandbytes")
+def _import_extra(module: str, what: str, extra: str):
+    """``module`` imported quietly, outside any dispatch mode; EnvironmentUnavailable saying that ``what`` needs it,
+    installed by ``extra``, when it is missing or its import fails (a broken native library: not a traceback)."""
+    loaded = sys.modules.get(module)
     if loaded is not None:
         return loaded
     try:
         with _quiet_and_plain():
-            import bitsandbytes
+            return importlib.import_module(module)
     except ImportError:
-        raise EnvironmentUnavailable(f"{what} needs bitsandbytes: {BNB_EXTRA}", field="bitsandbytes") from None
-    except Exception as e:  # a broken install (its native library, a CUDA setup): not a traceback
+        raise EnvironmentUnavailable(f"{what} needs {module}: {extra}", field=module, value=module) from None
+    except Exception as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise EnvironmentUnavailable(f"{what} needs bitsandbytes, which failed to import "
-                                     f"({type(e).__name__}: {first}): {BNB_EXTRA}", field="bitsandbytes") from None
-    return bitsandbytes
+        raise EnvironmentUnavailable(f"{what} needs {module}, which failed to import ({type(e).__name__}: {first}): "
+                                     f"{extra}", field=module, value=module) from None
+
+
+def import_bitsandbytes(what: str = "this"):
+    """The bitsandbytes module, or EnvironmentUnavailable saying that ``what`` needs it."""
+    return _import_extra("bitsandbytes", what, BNB_EXTRA)
 
 
 def import_peft(what: str = "LoRA"):
     """The peft module (it imports bitsandbytes when present: the same care), or EnvironmentUnavailable."""
-    loaded = sys.modules.get("peft")
-    if loaded is not None:
-        return loaded
-    try:
-        with _quiet_and_plain():
-            import peft
-    except ImportError:
-        raise EnvironmentUnavailable(f"{what} needs peft: {PEFT_EXTRA}", value="peft") from None
-    return peft
+    return _import_extra("peft", what, PEFT_EXTRA)

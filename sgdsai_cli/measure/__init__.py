@@ -8,6 +8,8 @@
     stepping        stepping optimizers the core sizes or traces (CUDA path, symbolic scalars)
     sizing          exact sizing on meta -> ProfileResult (size_profile)
     estimate        the fake-tensor trace of one training step
+    batch_line      forward + backward traces at any batch from a few (every allocation affine in the batch)
+    model_bytes     a model's parameter, gradient, buffer and quant-state bytes (one meta build)
     realrun         real runs, one child process per optimizer -> RealRun (run_real)
     job, child      the parent-child protocol and the child process
     worker, training, phases, memory_summary   inside the child: the run, its phases, its summary

@@ -10,6 +10,8 @@
     registry        optimizer names -> optimizers, and what each keeps and moves
     adamw8bit       bitsandbytes' AdamW8bit, built so that it also steps on fake tensors
     muon            torch's Muon on the hidden matrices + AdamW on the rest, one optimizer
+    master_weights  fp32 master weights around any optimizer (bf16-master)
+    closure         a step's closure, called once with autograd on (every optimizer here)
 """
 
 from sgdsai_cli.optim.c_kernel import cpu_kernel, cpu_kernel_error

@@ -25,6 +25,8 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import Tensor
 
+from sgdsai_cli.optim.closure import call_closure
+
 
 class MasterWeights(torch.optim.Optimizer):
     def __init__(self, params: Iterable[Tensor], make_inner: Callable[[list[Tensor]], torch.optim.Optimizer],
@@ -48,10 +50,7 @@ class MasterWeights(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = call_closure(closure)
         for p, m in self._pairs():
             m.grad = None if p.grad is None else p.grad.to(m.dtype)
         self.inner.step()

@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 
 from sgdsai_cli.errors import BadInput
+from sgdsai_cli.optim.closure import call_closure
 
 HEAD_MODULES = frozenset({"lm_head", "head", "classifier", "score", "output", "embed_out", "wte", "wpe", "shared"})
 LR = 1e-3
@@ -121,10 +122,7 @@ class MuonAdamW(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = call_closure(closure)
         for opt in self._parts():
             opt.step()
         return loss

@@ -62,6 +62,7 @@ import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer
 
+from sgdsai_cli.optim.closure import call_closure
 from sgdsai_cli.optim.distributed import is_placeholder, local, placeholder_state, tensor_gsnrs
 from sgdsai_cli.optim.functional import sgdsai
 from sgdsai_cli.optim.host import is_symbolic, to_host
@@ -207,10 +208,7 @@ class SGDSaI(Optimizer):
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None):
         """Perform one optimisation step; ``closure`` (if given) is called once, first."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = call_closure(closure)
         ran: Counter[str] = Counter()
         for group in self.param_groups:
             ran += self._step_group(group)
