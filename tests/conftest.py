@@ -6,6 +6,7 @@
   meta, made once per session through the library API (the same numbers the CLI prints).
 - ``sgd_sai`` is the official package (the parity oracle); a test that asks for it is skipped
   (alone) where the package is not installed.
+- ``in_process`` makes real runs take place in the test's process (the worker's job without its child).
 - ``no_hang`` fails a test after 60 s instead of letting an opened FIFO hang the suite; ``opened``
   lists every path passed to ``os.open`` (to show that a special file was refused unopened).
 """
@@ -77,3 +78,11 @@ def opened(monkeypatch):
 
     monkeypatch.setattr(os, "open", spy)
     return seen
+
+
+@pytest.fixture
+def in_process(monkeypatch):
+    """Real runs in this process: the worker's job without its child process (the same numbers, no spawn)."""
+    from sgdsai_cli.measure import child, worker
+
+    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from sgdsai_cli.errors import EnvironmentUnavailable
-from sgdsai_cli.measure import child, realrun, worker
+from sgdsai_cli.measure import realrun
 from sgdsai_cli.measure.estimate import trace_step
 from sgdsai_cli.measure.sizing import meta_model, size_optimizer
 from sgdsai_cli.measure.storage import state_bytes_by_key
@@ -93,8 +93,7 @@ def test_llama2_7b_every_tensor_is_8bit():
     assert sum(by_key.values()) == 2 * n + 2 * 1024 + 2 * 105_287_744
 
 
-def test_real_cpu_run_matches_the_estimate_to_the_byte(monkeypatch):
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))  # in process
+def test_real_cpu_run_matches_the_estimate_to_the_byte(in_process):
     spec = ProfileSpec(model="tiny-gpt2", precision="fp32", device="cpu", batch_size=2, seq_len=16, warmup=3,
                        steps=1)
     (run,) = realrun.run_real(spec, resolve_model("tiny-gpt2"), ["adamw8bit"], sampler=False).result.runs

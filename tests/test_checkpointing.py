@@ -9,8 +9,8 @@ import torch
 
 from sgdsai_cli.analysis.profile import profile
 from sgdsai_cli.errors import BadInput
-from sgdsai_cli.measure import child, realrun, worker
 from sgdsai_cli.measure import estimate as est
+from sgdsai_cli.measure import realrun
 from sgdsai_cli.measure.identity import model_fingerprint
 from sgdsai_cli.measure.job import model_spec_from_dict, model_spec_to_dict
 from sgdsai_cli.models import build_model, decoder_layers, resolve_model
@@ -91,8 +91,7 @@ def test_profile_records_the_policy_and_refuses_bad_ones(cli):
 
 
 @pytest.mark.parametrize("policy", ["full", "every=2"])
-def test_real_cpu_runs_agree_with_the_estimate_to_the_byte(monkeypatch, policy):
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))  # in process: no spawn
+def test_real_cpu_runs_agree_with_the_estimate_to_the_byte(in_process, policy):
     torch.manual_seed(0)
     spec = ProfileSpec(model="tiny-llama", precision="fp32", device="cpu", batch_size=2, seq_len=16, steps=2)
     [run] = realrun.run_real(spec, _with("tiny-llama", policy), ["sgdsai"], sampler=False).result.runs

@@ -12,7 +12,7 @@ import torch
 pytest.importorskip("peft")
 
 from sgdsai_cli.errors import BadInput  # noqa: E402
-from sgdsai_cli.measure import child, realrun, worker  # noqa: E402
+from sgdsai_cli.measure import realrun  # noqa: E402
 from sgdsai_cli.models import build_model, resolve_model, trainable_parameters  # noqa: E402
 from sgdsai_cli.models.lora import LoraSpec, parse_lora  # noqa: E402
 from sgdsai_cli.results import ProfileSpec  # noqa: E402
@@ -128,8 +128,7 @@ def test_adapter_dtype(precision, dtype, adapter_dtype):
 
 @pytest.mark.parametrize("optimizer", ["sgdsai", "adamw"])
 @pytest.mark.parametrize(("precision", "policy"), [("fp32", "none"), ("amp-bf16", "none"), ("fp32", "full")])
-def test_real_cpu_runs_agree_with_the_estimate_to_the_byte(monkeypatch, optimizer, precision, policy):
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))  # in process: no spawn
+def test_real_cpu_runs_agree_with_the_estimate_to_the_byte(in_process, optimizer, precision, policy):
     spec = ProfileSpec(model="tiny-llama", precision=precision, device="cpu", batch_size=2, seq_len=16, steps=2)
     model_spec = dataclasses.replace(_lora("tiny-llama", "r=4,targets=q_proj,v_proj,dropout=0.1"),
                                      checkpointing=policy)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sgdsai_cli.errors import BadInput
-from sgdsai_cli.measure import child, realrun, worker
+from sgdsai_cli.measure import realrun
 from sgdsai_cli.optim.master_weights import MasterWeights
 from sgdsai_cli.optim.sgdsai import SGDSaI
 from sgdsai_cli.precision import resolve_precision
@@ -86,8 +86,7 @@ def test_profile_says_where_each_byte_lives():
 
 
 @pytest.mark.parametrize("optimizer", ["sgdsai", "adamw"])
-def test_real_cpu_runs_agree_with_the_estimate(monkeypatch, optimizer):
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))
+def test_real_cpu_runs_agree_with_the_estimate(in_process, optimizer):
     from sgdsai_cli.models import resolve_model
 
     spec = ProfileSpec(model="tiny-llama", precision="bf16-master", device="cpu", batch_size=2, seq_len=16, steps=2)

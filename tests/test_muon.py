@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from sgdsai_cli.errors import BadInput
-from sgdsai_cli.measure import child, realrun, worker
+from sgdsai_cli.measure import realrun
 from sgdsai_cli.measure.estimate import trace_step
 from sgdsai_cli.measure.sizing import meta_model, size_optimizer
 from sgdsai_cli.measure.storage import state_bytes_by_key
@@ -127,8 +127,7 @@ def test_only_one_part_when_the_other_is_empty():
     assert opt.adamw is None and opt.impl_name() == "muon"
 
 
-def test_real_cpu_run_matches_the_estimate_to_the_byte(monkeypatch):
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))  # in process
+def test_real_cpu_run_matches_the_estimate_to_the_byte(in_process):
     spec = ProfileSpec(model="tiny-gpt2", precision="fp32", device="cpu", batch_size=2, seq_len=16, warmup=3,
                        steps=1)
     (run,) = realrun.run_real(spec, resolve_model("tiny-gpt2"), ["muon"], sampler=False).result.runs

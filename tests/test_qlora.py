@@ -10,7 +10,7 @@ pytest.importorskip("peft")
 pytest.importorskip("bitsandbytes")
 
 from sgdsai_cli.errors import BadInput  # noqa: E402
-from sgdsai_cli.measure import child, realrun, worker  # noqa: E402
+from sgdsai_cli.measure import realrun  # noqa: E402
 from sgdsai_cli.models import resolve_model  # noqa: E402
 from sgdsai_cli.models.lora import LoraSpec, parse_lora, parse_qlora  # noqa: E402
 from sgdsai_cli.models.quantize import linear4bit_bytes  # noqa: E402
@@ -57,10 +57,9 @@ def test_llama2_7b_qlora_base_bytes_follow_bitsandbytes_format():
 
 
 @pytest.mark.parametrize("optimizer", ["sgdsai", "adamw"])
-def test_real_cpu_run_agrees_with_the_estimate(monkeypatch, optimizer):
+def test_real_cpu_run_agrees_with_the_estimate(in_process, optimizer):
     """To the byte but bitsandbytes' 16-entry codes: made from a Python list (torch.tensor), which the CPU
     live-tensor tracker cannot see; the estimate counts them, as CUDA's allocator would."""
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))
     spec = ProfileSpec(model="tiny-llama", precision="bf16", device="cpu", batch_size=2, seq_len=16, steps=2)
     model_spec = dataclasses.replace(resolve_model("tiny-llama"), lora=parse_qlora("r=4,targets=q_proj,v_proj"))
     [run] = realrun.run_real(spec, model_spec, [optimizer], sampler=False).result.runs

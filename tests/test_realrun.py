@@ -166,9 +166,8 @@ def test_small_warmup_still_measures_steady_steps(warmup):
     assert f"warmup {warmup} raised to 3" in run.note
 
 
-def test_warmup_0_measures_state_and_peak_exactly(monkeypatch):
+def test_warmup_0_measures_state_and_peak_exactly(in_process):
     """The issue's case: profile --device cpu --warmup 0 measured only the first step (estimate 6.9-20.7 % off)."""
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))  # in process: no spawn
     spec = ProfileSpec(model="tiny-gpt2", precision="fp32", device="cpu", batch_size=2, seq_len=16, warmup=0,
                        steps=2)
     result = realrun.run_real(spec, resolve_model("tiny-gpt2"), ["sgdsai", "adamw"], sampler=False).result

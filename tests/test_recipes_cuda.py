@@ -13,7 +13,7 @@ import dataclasses
 import pytest
 import torch
 
-from sgdsai_cli.measure import child, realrun, worker
+from sgdsai_cli.measure import realrun
 from sgdsai_cli.models import resolve_model
 from sgdsai_cli.models.lora import parse_lora
 from sgdsai_cli.results import ProfileSpec
@@ -34,12 +34,11 @@ RECIPES = [  # (precision, checkpointing, lora, optimizer)
 @pytest.mark.gpu
 @needs_cuda
 @pytest.mark.parametrize(("precision", "checkpointing", "lora", "optimizer"), RECIPES)
-def test_cuda_recipe_agrees_with_the_estimate(monkeypatch, precision, checkpointing, lora, optimizer):
+def test_cuda_recipe_agrees_with_the_estimate(in_process, precision, checkpointing, lora, optimizer):
     if lora and "quant" in lora or optimizer == "adamw8bit":
         pytest.importorskip("bitsandbytes")
     if lora:
         pytest.importorskip("peft")
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))
     spec = ProfileSpec(model="tiny-llama", precision=precision, device="cuda", batch_size=2, seq_len=64, steps=3)
     model_spec = dataclasses.replace(resolve_model("tiny-llama"), checkpointing=checkpointing, lora=parse_lora(lora))
     [run] = realrun.run_real(spec, model_spec, [optimizer], sampler=False).result.runs

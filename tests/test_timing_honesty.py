@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from sgdsai_cli.errors import BadInput
-from sgdsai_cli.measure import child, devices, realrun, stats, worker
+from sgdsai_cli.measure import devices, realrun, stats
 from sgdsai_cli.measure.bench import BenchSpec, bench_step
 from sgdsai_cli.models import resolve_model
 from sgdsai_cli.results import ProfileSpec
@@ -83,8 +83,7 @@ def test_spread_warning_says_the_load_and_how_to_get_a_stable_figure(steps, rati
     assert stats.spread_warning(steps, ratios, threads, load=load, hint=hint) == expected
 
 
-def test_a_real_cpu_run_records_threads_and_load(monkeypatch):
-    monkeypatch.setattr(child, "run_child", lambda job, on_event: worker.run_job(job))  # in process: no spawn
+def test_a_real_cpu_run_records_threads_and_load(in_process):
     spec = ProfileSpec(model="tiny-gpt2", precision="fp32", device="cpu", batch_size=1, seq_len=16, warmup=3, steps=2)
     result = realrun.run_real(spec, resolve_model("tiny-gpt2"), ["sgdsai"], sampler=False, estimate=False).result
     timing = result.runs[0].to_dict()["timing"]
