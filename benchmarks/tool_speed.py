@@ -5,9 +5,12 @@
 
 Each command runs as a fresh process (``python -m sgdsai_cli ...``: the import of torch is part of what
 a user waits for) in the tree measured (its working folder and ``PYTHONPATH``, ahead of an installed
-package). With ``--against`` the two trees run alternately, so both see the same load, and the table
-gives the ratio (this tree / the other). Timings on a shared machine measure its load too: run it on
-a quiet one and read the ratios.
+package), twice over: "cold", with the trace cache off (``SGDSAI_TRACE_CACHE=off``: every trace runs, as
+on a first run or after an edit of the sources), and "warm", with a cache folder of its own that one
+untimed run filled (the same command run again; a tree without the cache traces again). With
+``--against`` the two trees run alternately, so both see the same load, and the table gives the ratio
+(this tree / the other). Timings on a shared machine measure its load too: run it on a quiet one and
+read the ratios.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -28,8 +32,8 @@ COMMANDS = {
 }
 
 
-def wall_seconds(tree: Path, args: list[str]) -> float:
-    env = {**os.environ, "PYTHONPATH": str(tree)}
+def wall_seconds(tree: Path, args: list[str], env: dict[str, str]) -> float:
+    env = {**os.environ, **env, "PYTHONPATH": str(tree)}
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-m", "sgdsai_cli", *args], env=env, cwd=tree, stdout=subprocess.DEVNULL,
                    stderr=subprocess.DEVNULL, check=False)  # cwd: the tree's package, not an installed one
@@ -42,15 +46,23 @@ def main() -> int:
     parser.add_argument("--against", type=Path, default=None, help="a checkout of another commit")
     args = parser.parse_args()
     trees = [ROOT] + ([args.against.resolve()] if args.against else [])
-    print(f"{'command':40} " + " ".join(f"{str(t)[-18:]:>18}" for t in trees) + ("   ratio" if args.against else ""))
-    for name, cmd in COMMANDS.items():
-        times: dict[Path, list[float]] = {t: [] for t in trees}
-        for _ in range(args.runs):
-            for tree in trees:
-                times[tree].append(wall_seconds(tree, cmd))
-        medians = [statistics.median(times[t]) for t in trees]
-        ratio = f"   {medians[0] / medians[1]:.2f}" if args.against else ""
-        print(f"{name:40} " + " ".join(f"{m:17.2f}s" for m in medians) + ratio, flush=True)
+    print(f"{'command':46} " + " ".join(f"{str(t)[-18:]:>18}" for t in trees) + ("   ratio" if args.against else ""))
+    with tempfile.TemporaryDirectory(prefix="sgdsai-speed-") as tmp:
+        for name, cmd in COMMANDS.items():
+            for mode in ("cold", "warm"):
+                envs = {t: ({"SGDSAI_TRACE_CACHE": "off"} if mode == "cold" else
+                            {"SGDSAI_TRACE_CACHE": "on", "SGDSAI_CACHE_DIR": f"{tmp}/{i}-{name}"})
+                        for i, t in enumerate(trees)}
+                if mode == "warm":
+                    for tree in trees:
+                        wall_seconds(tree, cmd, envs[tree])  # fills the cache, untimed
+                times: dict[Path, list[float]] = {t: [] for t in trees}
+                for _ in range(args.runs):
+                    for tree in trees:
+                        times[tree].append(wall_seconds(tree, cmd, envs[tree]))
+                medians = [statistics.median(times[t]) for t in trees]
+                ratio = f"   {medians[0] / medians[1]:.2f}" if args.against else ""
+                print(f"{name + ', ' + mode:46} " + " ".join(f"{m:17.2f}s" for m in medians) + ratio, flush=True)
     return 0
 
 

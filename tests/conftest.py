@@ -7,6 +7,8 @@
 - ``sgd_sai`` is the official package (the parity oracle); a test that asks for it is skipped
   (alone) where the package is not installed.
 - ``in_process`` makes real runs take place in the test's process (the worker's job without its child).
+- The disk cache of traces is off for the whole suite (``SGDSAI_TRACE_CACHE=off``, inherited by every
+  process a test starts), so each test traces what it measures; ``tests/test_trace_cache.py`` turns it on.
 - ``no_hang`` fails a test after 60 s instead of letting an opened FIFO hang the suite; ``opened``
   lists every path passed to ``os.open`` (to show that a special file was refused unopened).
 """
@@ -19,6 +21,10 @@ import signal
 
 import pytest
 from typer.testing import CliRunner
+
+
+def pytest_configure(config) -> None:
+    os.environ["SGDSAI_TRACE_CACHE"] = "off"
 
 
 @pytest.fixture

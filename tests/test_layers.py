@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "sgdsai_cli"
 # part (first name below sgdsai_cli) -> layer, lowest first
 LAYERS = {
     "version": 0, "errors": 0,
-    "units": 1, "files": 1, "progress": 1, "extras": 1,
+    "units": 1, "files": 1, "cache": 1, "progress": 1, "extras": 1,
     "precision": 2, "results": 2, "schema": 3,
     "models": 3, "optim": 3,
     "measure": 4,

@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from sgdsai_cli.measure import trace_cache
 from sgdsai_cli.measure.marked_step import autocast, marked_step
 from sgdsai_cli.measure.model_bytes import (  # noqa: F401 (estimate.*)
     buffer_bytes,
@@ -272,11 +273,15 @@ def trace_forward_backward(model_spec, precision: Precision, batch_size: int, se
     """Exact forward + backward memory trace (see the module docstring); cached per arguments."""
     from sgdsai_cli.models.depth import depth_reducible
 
-    t0 = time.perf_counter()
-    layers = model_depth(model_spec)
-    depth = min(layers, TRACE_DEPTH) if extrapolate and depth_reducible(model_spec) else layers
-    segments, tracker, batch_bytes = _trace_model(model_spec, precision, batch_size, seq_len, depth)
-    return forward_backward_result(segments, tracker, batch_bytes, layers, depth, t0)
+    def traced() -> ForwardBackwardTrace:
+        t0 = time.perf_counter()
+        layers = model_depth(model_spec)
+        depth = min(layers, TRACE_DEPTH) if extrapolate and depth_reducible(model_spec) else layers
+        segments, tracker, batch_bytes = _trace_model(model_spec, precision, batch_size, seq_len, depth)
+        return forward_backward_result(segments, tracker, batch_bytes, layers, depth, t0)
+
+    return trace_cache.cached(ForwardBackwardTrace, "forward_backward",
+                              (model_spec, precision, batch_size, seq_len, extrapolate), traced)
 
 
 def forward_backward_result(segments: list[_Segment], tracker: _SegmentTracker, batch_bytes: int, layers: int,
@@ -323,15 +328,29 @@ def trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
 
     Checkpointing changes the forward and backward only: the same model with and without it shares
     one step trace (the planner's recipe ladder asks for both)."""
-    if getattr(model_spec, "checkpointing", "none") != "none":
-        import dataclasses
+    return _trace_step(_without_checkpointing(model_spec), precision, optimizer)
 
-        model_spec = dataclasses.replace(model_spec, checkpointing="none")
-    return _trace_step(model_spec, precision, optimizer)
+
+def _without_checkpointing(model_spec):
+    if getattr(model_spec, "checkpointing", "none") == "none":
+        return model_spec
+    import dataclasses
+
+    return dataclasses.replace(model_spec, checkpointing="none")
+
+
+def step_trace_stored(model_spec, precision: Precision, optimizer: str) -> bool:
+    """True where the disk cache (``trace_cache``) holds ``trace_step``'s record: it will be read, not traced."""
+    return trace_cache.stored("step", (_without_checkpointing(model_spec), precision, optimizer))
 
 
 @functools.lru_cache(maxsize=64)
 def _trace_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
+    return trace_cache.cached(StepTrace, "step", (model_spec, precision, optimizer),
+                              lambda: _traced_step(model_spec, precision, optimizer))
+
+
+def _traced_step(model_spec, precision: Precision, optimizer: str) -> StepTrace:
     from sgdsai_cli.models import trainable_named_parameters
     from sgdsai_cli.optim.registry import build_optimizer, state_note
 

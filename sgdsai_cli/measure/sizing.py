@@ -188,7 +188,9 @@ def size_profile(spec: ProfileSpec, model_spec, optimizers: list[str], *, estima
         _check_shape(model_spec, spec)
     units = 2 if estimate else 1
     t0 = time.perf_counter()
-    model = _fake_model(model_spec, precision) if estimate else None  # the one the step traces use (cached)
+    # the fake model the step traces use (cached), unless every trace is read from the disk cache
+    traced = estimate and not all(est.step_trace_stored(model_spec, precision, name) for name in optimizers)
+    model = _fake_model(model_spec, precision) if traced else None
     model = model if model is not None else meta_model(model_spec, precision)
     info = model_info(model, model_spec)
     runs = []

@@ -11,6 +11,7 @@ Families: gpt2, llama, vit (our builders), hf (transformers' own class: ``hf_mod
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import torch
@@ -29,6 +30,26 @@ from sgdsai_cli.models.presets import PRESETS
 from sgdsai_cli.models.vit import ViT
 
 _MODEL_CLASSES = {"gpt2": GPT2, "llama": Llama, "vit": ViT}
+
+
+class _SkipInit(torch.overrides.TorchFunctionMode):
+    """``torch.nn.init``'s functions leave the tensor as it is: a shapes-only build has no values to set.
+
+    Torch's modules initialise themselves in ``__init__`` (``nn.Linear.reset_parameters``); on meta that
+    runs torch's Python reference of each random op, whose first call imports ``torch._dynamo``
+    (about 1.3 s), and under ``FakeTensorMode`` it dispatches an op per tensor for nothing.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if getattr(func, "__module__", None) == "torch.nn.init":
+            return args[0] if args else kwargs["tensor"]  # init functions take the tensor first, or as tensor=
+        return func(*args, **kwargs)
+
+
+def _shapes_only(device: torch.device) -> bool:
+    """A build whose tensors have no values: on meta, or inside a ``FakeTensorMode``."""
+    return device.type == "meta" or torch._C._get_dispatch_mode(torch._C._TorchDispatchModeKey.FAKE) is not None
 
 
 def resolve_model(name_or_path, attn_implementation: str | None = None) -> ModelSpec:
@@ -71,8 +92,8 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
     or ``to_empty`` step. On a real device the model's own init then runs once per tensor
     (N(0, 0.02) weights, seeded by the caller's ``torch.manual_seed``); meta models stay uninitialised.
     (PyTorch's own default init also runs during construction: one extra uniform_ pass, cheap on a GPU,
-    a few seconds per billion parameters on a CPU.) The very first call in a process also pays
-    about 1 s of one-time torch import work for meta random ops. The default dtype is restored after.
+    a few seconds per billion parameters on a CPU; a meta or fake build skips it, ``_SkipInit``.) The
+    default dtype is restored after.
     """
     if not dtype.is_floating_point:
         raise BadInput(f"model dtype must be a floating point type, got {dtype}", value=dtype)
@@ -94,7 +115,7 @@ def build_model(spec: ModelSpec, device="meta", dtype: torch.dtype = torch.float
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # parameters are created in `dtype`: no full-size fp32 copy first
     try:
-        with torch.device(device):
+        with torch.device(device), (_SkipInit() if _shapes_only(device) else contextlib.nullcontext()):
             model = cls(spec.config)
     except (RuntimeError, TypeError, OverflowError) as e:
         if "overflow" not in str(e).lower():

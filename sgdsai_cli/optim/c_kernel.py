@@ -6,9 +6,9 @@ compiled in milliseconds with no torch headers and loaded with ctypes; ctypes dr
 the call, and OpenMP shares torch's runtime (libgomp is already loaded by torch), so it uses
 ``torch.get_num_threads()`` threads.
 
-Built on first use and cached in ``$SGDSAI_CACHE_DIR/kernels``, else
-``$XDG_CACHE_HOME/sgdsai/kernels`` (default ``~/.cache``, only when the home folder exists: a
-``HOME=/nonexistent`` is never created); a folder that cannot be written falls back to a temporary
+Built on first use and cached in ``kernels`` of the tool's cache folder (``sgdsai_cli.cache``:
+``$SGDSAI_CACHE_DIR``, ``$XDG_CACHE_HOME/sgdsai`` or ``~/.cache/sgdsai``; without a home folder, a
+temporary one: ``HOME=/nonexistent`` is never created); a folder that cannot be written falls back to a temporary
 one. The cache key covers the source, the compiler and the CPU, so a
 ``-march=native`` build is reused only where it runs. ``SGDSAI_NO_CC=1`` disables the kernel.
 The outcome (library or error) is kept in ``kernel_cache.KERNELS``.
@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from sgdsai_cli.cache import cache_root
 from sgdsai_cli.optim.kernel_cache import KERNELS
 
 _C_SOURCE = r"""
@@ -158,15 +159,9 @@ def c_compiler() -> str | None:
 
 
 def _cache_dir() -> Path:
-    """``$SGDSAI_CACHE_DIR/kernels``, else ``$XDG_CACHE_HOME/sgdsai/kernels`` (default ``~/.cache``)."""
-    if os.environ.get("SGDSAI_CACHE_DIR"):
-        return Path(os.environ["SGDSAI_CACHE_DIR"]) / "kernels"
-    if os.environ.get("XDG_CACHE_HOME"):
-        return Path(os.environ["XDG_CACHE_HOME"]) / "sgdsai" / "kernels"
-    home = os.path.expanduser("~")
-    if not os.path.isdir(home):  # HOME=/nonexistent: never create a home folder
-        return _fallback_dir()
-    return Path(home) / ".cache" / "sgdsai" / "kernels"
+    """``kernels`` in the tool's cache folder (``sgdsai_cli.cache``), else a per-user temp folder."""
+    root = cache_root()
+    return root / "kernels" if root is not None else _fallback_dir()
 
 
 def _fallback_dir() -> Path:
