@@ -1,5 +1,7 @@
 """Errors the library raises; the CLI turns each into a one-line message and an exit code.
 
+``error_text`` and ``first_line`` are the one way a foreign exception is quoted in a message (its first line).
+
 Exit codes (the same in every command):
   1  a regression or an exceeded budget (``check``, ``profile --baseline``)
   2  bad input: unknown name, bad number or size, bad or missing file, unwritable output
@@ -51,3 +53,15 @@ def did_you_mean(value: str, choices) -> str:
     if close:
         return f" (did you mean {' or '.join(close)}?)"
     return f" (choose from: {', '.join(choices)})"
+
+
+def first_line(e: BaseException) -> str:
+    """The first line of ``e``'s message; '' when it has none."""
+    text = str(e).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def error_text(e: BaseException) -> str:
+    """'TypeError: first line of the message' (the class alone when there is no message)."""
+    first = first_line(e)
+    return f"{type(e).__name__}: {first}" if first else type(e).__name__

@@ -16,7 +16,7 @@ import importlib
 import logging
 import sys
 
-from sgdsai_cli.errors import EnvironmentUnavailable
+from sgdsai_cli.errors import EnvironmentUnavailable, error_text
 
 BNB_EXTRA = "pip install 'sgdsai[bnb]'"
 PEFT_EXTRA = "pip install 'sgdsai[peft]'"
@@ -49,9 +49,8 @@ def _import_extra(module: str, what: str, extra: str):
     except ImportError:
         raise EnvironmentUnavailable(f"{what} needs {module}: {extra}", field=module, value=module) from None
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise EnvironmentUnavailable(f"{what} needs {module}, which failed to import ({type(e).__name__}: {first}): "
-                                     f"{extra}", field=module, value=module) from None
+        raise EnvironmentUnavailable(f"{what} needs {module}, which failed to import ({error_text(e)}): {extra}",
+                                     field=module, value=module) from None
 
 
 def import_bitsandbytes(what: str = "this"):

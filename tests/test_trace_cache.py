@@ -120,6 +120,17 @@ def test_a_damaged_record_is_traced_again_and_replaced(traces, tmp_path, damage)
     assert all(json.loads(p.read_text())["key"] for p in _records(tmp_path))  # replaced by good records
 
 
+def test_a_fifo_in_place_of_a_record_is_a_miss_not_a_hang(traces, tmp_path, no_hang):
+    profile(model="tiny-gpt2", seq_len=32, optimizers=["sgdsai"])
+    for path in _records(tmp_path):
+        path.unlink()
+        os.mkfifo(path)
+    before = traces()
+    result = profile(model="tiny-gpt2", seq_len=32, optimizers=["sgdsai"])
+    assert result.runs[0].status == "ok"
+    assert traces()["step"] == before["step"] + 1
+
+
 def test_a_record_with_the_right_key_but_wrong_fields_is_a_miss(traces, tmp_path):
     profile(model="tiny-gpt2", seq_len=32, optimizers=["sgdsai"])
     for path in _records(tmp_path):

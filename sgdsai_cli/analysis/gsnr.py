@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from sgdsai_cli.analysis.gsnr_summary import degenerate_list, stability, summarise
-from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, error_text
 from sgdsai_cli.optim import SGDSaI, gsnr_stats
 from sgdsai_cli.optim.registry import build_optimizer, resolve_optimizer
 from sgdsai_cli.precision import resolve_precision
@@ -237,9 +237,8 @@ def _first_step(opt, setup: _Setup, k: int) -> None:
     except (TypeError, RuntimeError) as e:  # LBFGS needs a closure, SparseAdam sparse gradients, ...
         if k > 1 or isinstance(e, torch.OutOfMemoryError) or "memory" in str(e).lower():
             raise
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise BadInput(f"optimizer {setup.optimizer} cannot train '{setup.spec.name}' here "
-                       f"({type(e).__name__}: {first})", field="optimizer", value=setup.optimizer) from None
+        raise BadInput(f"optimizer {setup.optimizer} cannot train '{setup.spec.name}' here ({error_text(e)})",
+                       field="optimizer", value=setup.optimizer) from None
 
 
 def _train(setup: _Setup, net, params, corpus, report) -> _Trained:

@@ -202,7 +202,7 @@ def _default_step_fn(model_spec, precision: str, optimizer: str) -> dict:
     except (BadInput, EnvironmentUnavailable):
         raise
     except Exception as e:  # an optimizer whose step cannot run (LBFGS needs a closure, SparseAdam sparse grads)
-        from sgdsai_cli.measure.sizing import error_text
+        from sgdsai_cli.errors import error_text
 
         raise BadInput(f"optimizer {optimizer!r} cannot be planned: its step() does not run here ({error_text(e)})",
                        field="optimizer", value=optimizer) from None

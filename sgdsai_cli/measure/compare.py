@@ -44,7 +44,8 @@ def _components(mem: MemoryResult) -> dict[str, int]:
 
 def estimates(spec: ProfileSpec, model_spec, optimizers: list[str]) -> tuple[dict[str, dict[str, int]], str | None]:
     """optimizer -> {component: bytes} from the no-GPU estimate, and a note when it failed."""
-    from sgdsai_cli.measure.sizing import error_text, size_profile
+    from sgdsai_cli.errors import error_text
+    from sgdsai_cli.measure.sizing import size_profile
 
     try:
         result = size_profile(dataclasses.replace(spec, device="meta"), model_spec, optimizers, estimate=True)

@@ -393,7 +393,7 @@ def simulate_fsdp2(model_spec, precision: Precision, optimizers: list[str], cfg:
             ranks.append(str(e))
             continue
         except Exception as e:  # an optimizer that cannot step on sharded (DTensor) parameters
-            from sgdsai_cli.measure.sizing import error_text
+            from sgdsai_cli.errors import error_text
 
             ranks.append(error_text(e))
             continue

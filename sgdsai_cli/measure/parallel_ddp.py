@@ -134,7 +134,7 @@ def _trace(model_spec, precision: Precision, cfg: par.ParallelConfig, batch_size
 def simulate_ddp(model_spec, precision: Precision, optimizers: list[str], cfg: par.ParallelConfig,
                  batch_size: int, seq_len: int) -> par.ParallelSimulation:
     """Rank 0's memory under DDP for each optimizer; needs ``fake_process_group(cfg.world_size)``."""
-    from sgdsai_cli.measure.sizing import error_text
+    from sgdsai_cli.errors import error_text
 
     t0 = time.perf_counter()
     layers = est.model_depth(model_spec)

@@ -27,9 +27,9 @@ from datetime import timedelta
 
 import torch
 
-from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, error_text
 from sgdsai_cli.measure import parallel as par
-from sgdsai_cli.measure.sizing import error_text, meta_model, model_info
+from sgdsai_cli.measure.sizing import meta_model, model_info
 from sgdsai_cli.measure.stats import latency_summary, percentile
 from sgdsai_cli.measure.stepping import use_cuda_default_path
 from sgdsai_cli.precision import resolve_precision

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from sgdsai_cli.errors import BadInput, EnvironmentUnavailable
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, error_text
 from sgdsai_cli.measure import estimate as est
 from sgdsai_cli.measure.stepping import SymbolicScalars, symbolic_step, use_cuda_default_path
 from sgdsai_cli.measure.storage import state_bytes_by_key, unique_bytes
@@ -108,12 +108,6 @@ def size_optimizer(model: torch.nn.Module, optimizer: str,
     by_key = state_bytes_by_key(opt)
     note = "; ".join(filter(None, [note, state_note(opt)])) or None
     return by_key, (impl if fused else use_impl), note
-
-
-def error_text(e: BaseException) -> str:
-    """'TypeError: first line of the message' (the class alone when there is no message)."""
-    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 def _size_run(model, optimizer: str, estimate: bool, info: ModelInfo, precision: Precision) -> RunResult:

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import platform
+import stat
 import sys
 import time
 from collections.abc import Callable
@@ -118,7 +119,8 @@ def _tuples(value: Any) -> Any:
 
 def _read(path: Path, key: str, record: type[T]) -> T | None:
     try:
-        if path.stat().st_size > MAX_RECORD_BYTES:
+        st = path.stat()
+        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RECORD_BYTES:  # a FIFO would block the read
             return None
         doc = json.loads(path.read_text(encoding="utf-8"))
         if not isinstance(doc, dict) or doc.get("key") != key or not isinstance(doc.get("value"), dict):

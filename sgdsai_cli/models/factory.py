@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sgdsai_cli.errors import BadInput
+from sgdsai_cli.errors import BadInput, error_text
 from sgdsai_cli.models.configs import FactoryConfig, ModelSpec
 from sgdsai_cli.models.names import _TARGET, looks_like_target  # noqa: F401 (factory.looks_like_target)
 
@@ -159,8 +159,7 @@ class user_code:
         theirs = [f for f in frames if not os.path.abspath(f.filename).startswith(skip)
                   and "importlib" not in f.filename]
         where = f"{theirs[-1].filename}:{theirs[-1].lineno}" if theirs else self.what
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        err = BadInput(f"{where}: {type(exc).__name__}" + (f": {text}" if text else "") + f" (in {self.what})",
+        err = BadInput(f"{where}: {error_text(exc)} (in {self.what})",
                        field="model", value=self.what)
         err.detail = "".join(traceback.format_exception(kind, exc, tb))
         raise err from None

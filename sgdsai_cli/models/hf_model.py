@@ -25,7 +25,7 @@ import json
 import torch
 from torch import Tensor, nn
 
-from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, did_you_mean
+from sgdsai_cli.errors import BadInput, EnvironmentUnavailable, did_you_mean, first_line
 from sgdsai_cli.models.configs import HFConfig, ModelSpec, canonical_json
 
 HF_EXTRA = "pip install 'sgdsai[hf]'"
@@ -91,7 +91,7 @@ def auto_config(cfg: HFConfig):
 
 
 def _first_line(e: BaseException, limit: int = 300) -> str:
-    text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    text = first_line(e) or type(e).__name__
     return text if len(text) <= limit else text[:limit] + "..."
 
 

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from sgdsai_cli.errors import BadInput, did_you_mean
+from sgdsai_cli.errors import BadInput, did_you_mean, first_line
 
 ADAPTER_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 _KEYS = ("r", "alpha", "targets", "dropout", "dtype", "quant", "double_quant")
@@ -227,8 +227,8 @@ def apply_lora(model: nn.Module, spec: LoraSpec, model_type: str) -> nn.Module:
         with _outside_fake_mode() if fake is not None else contextlib.nullcontext():
             model = peft.inject_adapter_in_model(config, model, low_cpu_mem_usage=fake is not None)
     except ValueError as e:  # peft's own refusal of a target (a module type it cannot adapt, ...)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise BadInput(f"peft cannot adapt targets {', '.join(targets)}: {first}", field="lora",
+        reason = first_line(e) or type(e).__name__
+        raise BadInput(f"peft cannot adapt targets {', '.join(targets)}: {reason}", field="lora",
                        value=",".join(targets)) from None
     _cast_adapters(model, ADAPTER_DTYPES[spec.dtype])
     if fake is not None:
