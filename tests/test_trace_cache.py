@@ -131,6 +131,18 @@ def test_a_fifo_in_place_of_a_record_is_a_miss_not_a_hang(traces, tmp_path, no_h
     assert traces()["step"] == before["step"] + 1
 
 
+def test_a_link_in_place_of_a_record_is_never_written_through(traces, tmp_path):
+    profile(model="tiny-gpt2", seq_len=32, optimizers=["sgdsai"])
+    victim = tmp_path / "users-file.txt"
+    victim.write_text("keep me")
+    for path in _records(tmp_path):
+        path.unlink()
+        path.symlink_to(victim)
+    traces()
+    assert profile(model="tiny-gpt2", seq_len=32, optimizers=["sgdsai"]).runs[0].status == "ok"
+    assert victim.read_text() == "keep me"
+
+
 def test_a_record_with_the_right_key_but_wrong_fields_is_a_miss(traces, tmp_path):
     profile(model="tiny-gpt2", seq_len=32, optimizers=["sgdsai"])
     for path in _records(tmp_path):

@@ -138,6 +138,8 @@ def _write(where: Path, path: Path, key: str, value: Any) -> None:
 
     try:
         where.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if os.path.lexists(path) and not stat.S_ISREG(os.lstat(path).st_mode):
+            return  # a link or anything else in a record's place is left alone: nothing is written through it
         write_text_atomic(path, json.dumps({"key": key, "value": dataclasses.asdict(value)}))
         _prune(where)
     except (OSError, SgdsaiError, TypeError, ValueError):
