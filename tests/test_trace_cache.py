@@ -55,6 +55,11 @@ def _records(tmp_path) -> list:
     return sorted(folder.glob("*.json")) if folder.is_dir() else []
 
 
+def _kinds(tmp_path) -> list[str]:
+    """The kind of each record: forward_backward, step, replay."""
+    return sorted(json.loads(json.loads(p.read_text())["key"])[1] for p in _records(tmp_path))
+
+
 def _doc(result) -> dict:
     return stable_form(result.to_dict())
 
@@ -62,7 +67,7 @@ def _doc(result) -> dict:
 def test_a_second_profile_reads_every_trace_and_gives_the_same_document(traces, tmp_path):
     first = profile(model="tiny-llama", seq_len=32, optimizers=["sgdsai", "adamw"])
     assert traces() == {"forward_backward": 1, "step": 2}
-    assert len(_records(tmp_path)) == 3
+    assert _kinds(tmp_path) == ["forward_backward", "replay", "replay", "step", "step"]  # a replay per optimizer
     second = profile(model="tiny-llama", seq_len=32, optimizers=["sgdsai", "adamw"])
     assert traces() == {"forward_backward": 1, "step": 2}  # nothing traced again
     assert _doc(second) == _doc(first)
@@ -77,6 +82,23 @@ def test_a_plan_after_a_profile_reuses_its_step_traces_and_gives_the_same_rows(t
     assert traces() == warm_counts
     assert warm_counts["step"] >= steps_before
     assert again.to_dict()["rows"] == cold.to_dict()["rows"]
+
+
+def test_allocator_replays_are_kept_too_and_give_the_same_prediction(traces, monkeypatch):
+    from sgdsai_cli.measure import allocator_trace
+
+    replays = []
+    real = allocator_trace.replay
+    monkeypatch.setattr(allocator_trace, "replay", lambda *a, **k: replays.append(1) or real(*a, **k))
+    first = profile(model="tiny-llama", seq_len=32, optimizers=["sgdsai", "adamw"])
+    assert len(replays) == 2
+    traces()
+    second = profile(model="tiny-llama", seq_len=32, optimizers=["sgdsai", "adamw"])
+    assert len(replays) == 2
+    def allocator(result) -> list:
+        return [{k: v for k, v in r.memory.details["allocator"].items() if k != "seconds"} for r in result.runs]
+
+    assert allocator(second) == allocator(first)
 
 
 @pytest.mark.parametrize("change", [
@@ -181,13 +203,13 @@ def test_a_users_factory_model_is_never_kept(traces, tmp_path):
     profile(model=tiny_factory_model, optimizers=["sgdsai"], batch_size=4)
     traces()
     profile(model=tiny_factory_model, optimizers=["sgdsai"], batch_size=4)
-    assert _records(tmp_path) == []
+    assert _kinds(tmp_path) == ["replay"]  # keyed on its events, not on the model: kept
     assert traces()["step"] == 2
 
 
 def test_the_least_recently_read_records_go_beyond_the_limit(traces, tmp_path, monkeypatch):
     monkeypatch.setattr(trace_cache, "MAX_ENTRIES", 2)
-    profile(model="tiny-gpt2", seq_len=32, optimizers=["sgdsai", "adamw"])  # three records made
+    profile(model="tiny-gpt2", seq_len=32, optimizers=["sgdsai", "adamw"])  # five records made
     assert len(_records(tmp_path)) == 2
 
 

@@ -23,9 +23,11 @@ approximation; the estimate says so.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
+from sgdsai_cli.measure import trace_cache
 from sgdsai_cli.measure.allocator import ReplayResult, replay
 from sgdsai_cli.measure.allocator_config import AllocatorConfig, config_from_env, parse_alloc_conf
 
@@ -201,7 +203,7 @@ def predict_reserved(param_sizes: list[int], fb_events, traced: int, layers: int
     t0 = time.perf_counter()
     ext = extend_events(fb_events, traced, layers)
     events = training_events(param_sizes, ext.events, first_step, steady_step, steps)
-    result = replay(events, config)
+    result = kept_replay(events, config)
     kind = "full" if layers <= traced else ("exact" if ext.mismatches == 0 else "approximate")
     return ReservedPrediction(result, config, kind, ext.mismatches, time.perf_counter() - t0)
 
@@ -241,4 +243,13 @@ def replay_under_limit(model_spec, precision, optimizer: str, batch_size: int, s
     ext = extend_events(fb.events, fb.traced_layers, fb.layers)
     events = training_events(list(param_storage_sizes(model_spec, precision)), ext.events,
                              list(st.first_events), list(st.steady_events))
-    return replay(events, config, memory_limit_bytes)
+    return kept_replay(events, config, memory_limit_bytes)
+
+
+def kept_replay(events: list, config: AllocatorConfig, memory_limit_bytes: int | None = None) -> ReplayResult:
+    """``allocator.replay``, kept on disk with the traces (``trace_cache``), keyed on the events themselves."""
+    if trace_cache.folder() is None:
+        return replay(events, config, memory_limit_bytes)
+    digest = hashlib.sha256(repr(events).encode()).hexdigest()
+    return trace_cache.cached(ReplayResult, "replay", (digest, config, memory_limit_bytes),
+                              lambda: replay(events, config, memory_limit_bytes))

@@ -1,5 +1,8 @@
 """The fake-tensor traces kept on disk: one trace is not run twice for the same inputs and the same code.
 
+(The allocator replays of those traces, ``allocator_trace.kept_replay``, are kept the same way, keyed on
+their events.)
+
 A trace (``estimate.trace_forward_backward``, ``estimate.trace_step``) is a pure function of what it is
 given (model spec, precision, optimizer, batch size, sequence length) and of the code that runs it: this
 package's sources, torch, transformers, peft, bitsandbytes, the official sgd-sai, Python. Its record
@@ -8,7 +11,8 @@ the tool's cache folder (``sgdsai_cli.cache``). A command run again, or a plan a
 same model, reads the trace back instead of tracing, and its figures are the same to the byte. An edited
 source file, another package version or other config.json content is another key: nothing stale is read.
 
-- Never kept: a model from the user's own factory (its code is not part of the key).
+- Never kept: the traces of a model from the user's own factory (its code is not part of the key); its
+  replays are, as they are keyed on their events.
 - ``SGDSAI_TRACE_CACHE=off`` (or ``0``, ``no``, ``false``): neither read nor written.
 - A folder that cannot be read or written is a miss, never an error; a record that does not decode is
   traced again and replaced. At most ``MAX_ENTRIES`` records are kept, the least recently read go first.
