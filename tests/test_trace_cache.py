@@ -185,6 +185,16 @@ def test_a_cache_folder_that_cannot_be_made_is_no_error(traces, tmp_path, monkey
     assert blocker.read_text() == "x"
 
 
+@pytest.mark.parametrize("folder", ["/dev/null", "x" * 300, "/proc/self"])
+def test_a_cache_folder_that_cannot_hold_records_is_no_error(traces, monkeypatch, tmp_path, folder):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SGDSAI_CACHE_DIR", folder)
+    for _ in range(2):
+        traces()
+        assert profile(model="tiny-gpt2", seq_len=32, optimizers=["sgdsai"]).runs[0].status == "ok"
+    assert list(tmp_path.iterdir()) == []
+
+
 @pytest.mark.parametrize("value", ["off", "0", "no", "false", "OFF"])
 def test_off_means_neither_read_nor_written(traces, tmp_path, monkeypatch, value):
     monkeypatch.setenv("SGDSAI_TRACE_CACHE", value)

@@ -89,7 +89,12 @@ def stored(kind: str, inputs: tuple) -> bool:
     """True where a record for these inputs is on disk (``cached`` will read it, unless it does not decode)."""
     where = folder()
     key = key_text(kind, inputs) if where is not None else None
-    return key is not None and _path(where, key).is_file()
+    if key is None:
+        return False
+    try:
+        return stat.S_ISREG(os.stat(_path(where, key)).st_mode)
+    except (OSError, ValueError):  # absent, a name too long, a NUL in the folder's name: not stored
+        return False
 
 
 def cached(record: type[T], kind: str, inputs: tuple, compute: Callable[[], T]) -> T:
@@ -132,7 +137,7 @@ def _read(path: Path, key: str, record: type[T]) -> T | None:
         value = record(**_tuples(doc["value"]))
         os.utime(path)  # recently read: kept longest
         return value
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError, TypeError):  # ValueError: also a NUL in the path, bad JSON
         return None
 
 
