@@ -37,6 +37,9 @@ The tests check this against a full trace of deeper tiny models (equal to the by
 Only models whose blocks are all alike are extended (``models.depth_reducible``): a
 transformers model whose layers differ (``layer_types``, sliding/global alternation, dense and
 MoE blocks) and a user's factory model are traced at full depth.
+
+Each trace is kept in this process (``functools.lru_cache``) and on disk (``trace_cache``: the same
+inputs and the same code read the record back instead of tracing).
 """
 
 from __future__ import annotations

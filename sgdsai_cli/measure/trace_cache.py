@@ -39,7 +39,7 @@ from sgdsai_cli.cache import cache_root
 ENV = "SGDSAI_TRACE_CACHE"
 FORMAT = 1  # the record layout; a change of it is a change of this file, hence of the key too
 MAX_ENTRIES = 1000
-MAX_RECORD_BYTES = 256 * 2**20  # a record larger than this is not read (nothing the tracer writes comes close)
+MAX_RECORD_BYTES = 64 * 2**20  # a record larger than this is not read (llama2-7b's largest: 80 KB)
 PACKAGES = ("torch", "transformers", "peft", "bitsandbytes", "sgd-sai")  # their versions are part of the key
 
 T = TypeVar("T")
@@ -105,9 +105,9 @@ def cached(record: type[T], kind: str, inputs: tuple, compute: Callable[[], T]) 
         return compute()
     path = _path(where, key)
     t0 = time.perf_counter()
-    stored = _read(path, key, record)
-    if stored is not None:
-        return dataclasses.replace(stored, seconds=time.perf_counter() - t0) if _has_seconds(record) else stored
+    kept = _read(path, key, record)
+    if kept is not None:
+        return dataclasses.replace(kept, seconds=time.perf_counter() - t0) if _has_seconds(record) else kept
     value = compute()
     _write(where, path, key, value)
     return value
