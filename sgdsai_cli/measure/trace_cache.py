@@ -81,29 +81,30 @@ def key_text(kind: str, inputs: tuple) -> str | None:
     return json.dumps([FORMAT, kind, code_identity(), [repr(x) for x in inputs]])
 
 
-def _path(where: Path, key: str) -> Path:
-    return where / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".json")
+def _place(kind: str, inputs: tuple) -> tuple[Path, Path, str] | None:
+    """(folder, record path, key) of these inputs' record; None when the cache is off or they are never kept."""
+    where = folder()
+    key = key_text(kind, inputs) if where is not None else None
+    if key is None:
+        return None
+    return where, where / (hashlib.sha256(key.encode()).hexdigest()[:40] + ".json"), key
 
 
 def stored(kind: str, inputs: tuple) -> bool:
     """True where a record for these inputs is on disk (``cached`` will read it, unless it does not decode)."""
-    where = folder()
-    key = key_text(kind, inputs) if where is not None else None
-    if key is None:
-        return False
+    place = _place(kind, inputs)
     try:
-        return stat.S_ISREG(os.stat(_path(where, key)).st_mode)
+        return place is not None and stat.S_ISREG(os.stat(place[1]).st_mode)
     except (OSError, ValueError):  # absent, a name too long, a NUL in the folder's name: not stored
         return False
 
 
 def cached(record: type[T], kind: str, inputs: tuple, compute: Callable[[], T]) -> T:
     """``compute()``'s record of type ``record`` (a dataclass), read from the cache when stored there."""
-    where = folder()
-    key = key_text(kind, inputs) if where is not None else None
-    if key is None:
+    place = _place(kind, inputs)
+    if place is None:
         return compute()
-    path = _path(where, key)
+    where, path, key = place
     t0 = time.perf_counter()
     kept = _read(path, key, record)
     if kept is not None:
@@ -127,17 +128,17 @@ def _tuples(value: Any) -> Any:
 
 
 def _read(path: Path, key: str, record: type[T]) -> T | None:
+    from sgdsai_cli.errors import SgdsaiError
+    from sgdsai_cli.files import read_text_bounded
+
     try:
-        st = path.stat()
-        if not stat.S_ISREG(st.st_mode) or st.st_size > MAX_RECORD_BYTES:  # a FIFO would block the read
-            return None
-        doc = json.loads(path.read_text(encoding="utf-8"))
+        doc = json.loads(read_text_bounded(path, MAX_RECORD_BYTES))  # regular files only: a FIFO is refused
         if not isinstance(doc, dict) or doc.get("key") != key or not isinstance(doc.get("value"), dict):
             return None
         value = record(**_tuples(doc["value"]))
         os.utime(path)  # recently read: kept longest
         return value
-    except (OSError, ValueError, TypeError):  # ValueError: also a NUL in the path, bad JSON
+    except (SgdsaiError, OSError, ValueError, TypeError):  # absent, unreadable, not JSON, other fields
         return None
 
 

@@ -7,9 +7,9 @@ the call, and OpenMP shares torch's runtime (libgomp is already loaded by torch)
 ``torch.get_num_threads()`` threads.
 
 Built on first use and cached in ``kernels`` of the tool's cache folder (``sgdsai_cli.cache``:
-``$SGDSAI_CACHE_DIR``, ``$XDG_CACHE_HOME/sgdsai`` or ``~/.cache/sgdsai``; without a home folder, a
-temporary one: ``HOME=/nonexistent`` is never created); a folder that cannot be written falls back to a temporary
-one. The cache key covers the source, the compiler and the CPU, so a
+``$SGDSAI_CACHE_DIR``, ``$XDG_CACHE_HOME/sgdsai`` or ``~/.cache/sgdsai``). Without a home folder
+(``HOME=/nonexistent`` is never created), or where that folder cannot be written, a per-user temporary
+folder is used instead. The cache key covers the source, the compiler and the CPU, so a
 ``-march=native`` build is reused only where it runs. ``SGDSAI_NO_CC=1`` disables the kernel.
 The outcome (library or error) is kept in ``kernel_cache.KERNELS``.
 """
